@@ -1,0 +1,44 @@
+# The two commands a user needs: `make train` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# The shared datasets beside this checkout, unless the caller names a folder.
+ifeq ($(origin ATTENMIXER_DATA_DIR), undefined)
+  ifneq ($(wildcard ../shared/data/gowalla),)
+    export ATTENMIXER_DATA_DIR := $(abspath ../shared/data)
+  endif
+endif
+export TF_CPP_MIN_LOG_LEVEL ?= 1
+
+TRAIN_FLAGS ?=
+PYTEST_FLAGS ?=
+
+.PHONY: install train test bazel-test bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel setuptools
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m trainer.main --dataset=gowalla $(TRAIN_FLAGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_FLAGS)
+
+bazel-test: $(STAMP)
+	command -v bazel >/dev/null || (apt-get update -qq && apt-get install -y -qq bazel-bootstrap)
+	bazel test //... --spawn_strategy=local --test_output=errors \
+	  --test_env=ATTENMIXER_DATA_DIR=$(ATTENMIXER_DATA_DIR) --test_env=HOME
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache

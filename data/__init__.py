@@ -1,0 +1,3 @@
+"""Session data: raw-file preprocessing, TFRecord writing and tf.data input pipelines."""
+
+import tfrs_attenmixer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)

@@ -1,0 +1,3 @@
+"""SavedModel export, top-K indexes and a TF Serving-compatible gRPC server."""
+
+import tfrs_attenmixer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)

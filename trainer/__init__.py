@@ -1,0 +1,3 @@
+"""The distributed trainer: `python -m trainer.main`."""
+
+import tfrs_attenmixer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
