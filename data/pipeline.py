@@ -1,0 +1,138 @@
+"""`tf.data` input pipelines over prepared TFRecord sessions.
+
+    files -> parallel interleave of TFRecord readers -> batches of serialized sessions
+          -> parse + vectorised prefix expansion (`data.examples`) -> examples
+          -> shuffle -> (shard) -> batch -> prefetch
+
+Batches are `{"items": int32 [batch, max_length] (left-padded), "target": int32 [batch]}`.
+
+Training order is a pure function of `(seed, epoch)`: the same call gives the same batches, so an
+interrupted epoch resumes exactly with `dataset.skip(steps_done)`.
+
+Distribution: pass the `tf.distribute.InputContext` of `distribute_datasets_from_function`. Each
+input pipeline then reads a disjoint part of the data: whole files when there are at least as
+many files as pipelines (`shard_policy="auto"` or `"file"`), otherwise every n-th example
+(`"data"`), which also keeps the global batch identical to a single-process run.
+"""
+
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+
+from data import examples
+from data.prepared import PreparedDataset
+from data.tfrecord import parse_sessions
+
+SHARD_POLICIES = ("auto", "file", "data")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+  """Input pipeline settings.
+
+  Attributes:
+    batch_size: global batch size (split evenly over replicas under a strategy).
+    max_length: most recent items kept per prefix.
+    shuffle_buffer: examples in the shuffle buffer (training only).
+    sessions_per_parse: sessions parsed and expanded together (vectorisation width).
+    cycle_length: files read in parallel.
+    shard_policy: "auto", "file" or "data" (see the module doc).
+  """
+  batch_size: int = 100
+  max_length: int = 20
+  shuffle_buffer: int = 100_000
+  sessions_per_parse: int = 512
+  cycle_length: int = 4
+  shard_policy: str = "auto"
+
+  def __post_init__(self):
+    if self.shard_policy not in SHARD_POLICIES:
+      raise ValueError(f"shard_policy must be one of {SHARD_POLICIES}, got {self.shard_policy!r}")
+    for name in ("batch_size", "max_length", "shuffle_buffer", "sessions_per_parse",
+                 "cycle_length"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def make_dataset(prepared: PreparedDataset,
+                 split: str,
+                 config: InputConfig,
+                 training: bool,
+                 seed: int = 0,
+                 epoch: int = 0,
+                 input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """Batches of examples of one split.
+
+  Args:
+    prepared: the prepared dataset.
+    split: "train", "valid" or "test".
+    config: pipeline settings.
+    training: shuffle (seeded by `seed` and `epoch`) and drop the last partial batch.
+    seed: base seed of the shuffles.
+    epoch: epoch number; each epoch has its own deterministic order.
+    input_context: set under `tf.distribute`: which of how many pipelines this is.
+
+  Returns:
+    A dataset of `{"items": [b, max_length], "target": [b]}` with `b` the per-replica batch size.
+  """
+  files = prepared.files(split)
+  num_pipelines = input_context.num_input_pipelines if input_context else 1
+  pipeline_id = input_context.input_pipeline_id if input_context else 0
+  batch_size = (input_context.get_per_replica_batch_size(config.batch_size)
+                if input_context else config.batch_size)
+  shard_by_file = _shard_by_file(config.shard_policy, len(files), num_pipelines, split)
+  epoch_seed = seed * 1_000_003 + epoch
+
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  if shard_by_file:
+    dataset = dataset.shard(num_pipelines, pipeline_id)
+  if training:
+    dataset = dataset.shuffle(len(files), seed=epoch_seed, reshuffle_each_iteration=False)
+  # Evaluation reads the files one after the other, so examples come in the published order.
+  dataset = dataset.interleave(
+      tf.data.TFRecordDataset, cycle_length=config.cycle_length if training else 1,
+      block_length=16,
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  dataset = dataset.batch(config.sessions_per_parse).map(
+      lambda serialized: examples.expand_ragged(parse_sessions(serialized), config.max_length,
+                                                prepared.min_prefix_length),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+  if training:
+    dataset = dataset.shuffle(config.shuffle_buffer, seed=epoch_seed + 1,
+                              reshuffle_each_iteration=False)
+  if num_pipelines > 1 and not shard_by_file:
+    # Every pipeline sees the same shuffled stream and keeps every n-th example, so the union of
+    # the pipelines' batches at each step is the batch a single process would draw.
+    dataset = dataset.shard(num_pipelines, pipeline_id)
+  dataset = dataset.batch(batch_size, drop_remainder=training,
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+  options.deterministic = True
+  return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _shard_by_file(policy: str, num_files: int, num_pipelines: int, split: str) -> bool:
+  if num_pipelines == 1:
+    return False
+  if policy == "file" and num_files < num_pipelines:
+    raise ValueError(f"shard_policy='file' needs at least {num_pipelines} files in split "
+                     f"{split!r}, found {num_files}; use 'auto' or 'data'")
+  return policy == "file" or (policy == "auto" and num_files >= num_pipelines)
+
+
+def training_steps_per_epoch(prepared: PreparedDataset, config: InputConfig,
+                             num_pipelines: int = 1) -> int:
+  """Full global batches per training epoch that EVERY input pipeline can supply.
+
+  All replicas must take the same number of steps; with file sharding the pipelines hold
+  different numbers of examples, so the smallest one decides.
+  """
+  per_pipeline_batch = config.batch_size // num_pipelines
+  if _shard_by_file(config.shard_policy, len(prepared.files("train")), num_pipelines, "train"):
+    counts = prepared.shard_examples("train")
+    per_pipeline = [sum(counts[i::num_pipelines]) for i in range(num_pipelines)]
+  else:
+    per_pipeline = [prepared.num_examples("train") // num_pipelines]
+  return min(per_pipeline) // per_pipeline_batch

@@ -1,0 +1,186 @@
+"""Prepares a dataset for training: sessions -> vocabulary -> train/valid/test TFRecord shards.
+
+    python -m data.prepare --dataset=gowalla [--data_dir=...] [--output_dir=prepared]
+
+Reads the dataset from its preprocessed files, its raw file or the synthetic generator (see
+`data.registry`), carves the validation split from the most recent training sessions, writes the
+shards, `vocab.txt`, `stats.json` and `manifest.json` into a temporary folder and renames it to
+`<output_dir>/<dataset>` when everything is written. A folder prepared earlier with the same
+configuration is reused as it is.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from data import flags as data_flags
+from data import registry
+from data.atomic import atomic_directory, atomic_output
+from data.errors import DataFormatError
+from data.prepared import FORMAT_VERSION, MANIFEST_FILE, STATS_FILE, PreparedDataError, PreparedDataset
+from data.vocabulary import VOCABULARY_FILE, Vocabulary
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+  """Everything that determines the content of a prepared dataset folder."""
+  dataset: str
+  validation_fraction: float = 0.1
+  num_shards: int = 8
+  synthetic: registry.SyntheticOptions = registry.SyntheticOptions()
+
+  def __post_init__(self):
+    registry.get_spec(self.dataset)
+    if not 0.0 < self.validation_fraction < 1.0:
+      raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+    if self.num_shards < 1:
+      raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+
+
+def _split_stats(sessions: Sequence[Sequence[int]], min_prefix_length: int) -> Dict:
+  clicks = sum(len(s) for s in sessions)
+  return {
+      "sessions": len(sessions),
+      "examples": sum(max(len(s) - min_prefix_length, 0) for s in sessions),
+      "clicks": clicks,
+      "average_length": round(clicks / max(len(sessions), 1), 4),
+  }
+
+
+def compute_stats(train: Sequence[Sequence[int]], valid: Sequence[Sequence[int]],
+                  test: Sequence[Sequence[int]], vocabulary: Vocabulary,
+                  min_prefix_length: int) -> Dict:
+  """Counts per split, and the paper's Table 1 figures over the published train + test sets."""
+  published_train = list(train) + list(valid)
+  items_in_train = len({item for session in published_train for item in session})
+  table1 = _split_stats(published_train + list(test), min_prefix_length)
+  return {
+      "table1": {
+          "clicks": table1["clicks"],
+          "examples": table1["examples"],
+          "items": items_in_train,
+          "average_length": round(table1["average_length"], 2),
+      },
+      "num_items": vocabulary.size,
+      "items_in_train": items_in_train,
+      "test_items_not_in_train": vocabulary.size - items_in_train,
+      "splits": {
+          "published_train": _split_stats(published_train, min_prefix_length),
+          "train": _split_stats(train, min_prefix_length),
+          "valid": _split_stats(valid, min_prefix_length),
+          "test": _split_stats(test, min_prefix_length),
+      },
+  }
+
+
+def split_validation(train: List, fraction: float):
+  """The most recent `fraction` of the (time-ordered) training sessions become validation."""
+  num_valid = max(1, int(round(fraction * len(train))))
+  if num_valid >= len(train):
+    raise ValueError(f"{len(train)} training sessions are too few to carve a validation split")
+  return train[:-num_valid], train[-num_valid:]
+
+
+def _reusable(directory: str, config: PrepareConfig) -> Optional[PreparedDataset]:
+  if not os.path.isfile(os.path.join(directory, MANIFEST_FILE)):
+    return None
+  try:
+    dataset = PreparedDataset.load(directory)
+  except DataFormatError as error:
+    logging.warning("Not reusing %s: %s", directory, error)
+    return None
+  same = dataset.manifest.get("config") == json.loads(json.dumps(dataclasses.asdict(config)))
+  return dataset if same else None
+
+
+def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = None,
+            raw_dir: Optional[str] = None, allow_download: bool = True,
+            overwrite: bool = False) -> PreparedDataset:
+  """Prepares `config.dataset` into `<output_dir>/<dataset>` and returns it (see module doc)."""
+  spec = registry.get_spec(config.dataset)
+  directory = os.path.join(output_dir, spec.name)
+  if not overwrite:
+    existing = _reusable(directory, config)
+    if existing:
+      logging.info("Reusing the prepared dataset in %s", directory)
+      return existing
+    if os.path.exists(directory) and os.listdir(directory):
+      raise PreparedDataError(directory, None, "exists with another configuration or is "
+                              "incomplete; pass --overwrite to replace it")
+
+  train, test, source = registry.load_sessions(spec, data_dir=data_dir, raw_dir=raw_dir,
+                                               allow_download=allow_download,
+                                               synthetic=config.synthetic)
+  logging.info("Read %d training and %d test sessions from %s", len(train), len(test), source)
+  vocabulary = Vocabulary.from_sessions(train, test)
+  train, test = vocabulary.encode(train), vocabulary.encode(test)
+  train, valid = split_validation(train, config.validation_fraction)
+  stats = compute_stats(train, valid, test, vocabulary, spec.min_prefix_length)
+  stats.update({"dataset": spec.name, "protocol": spec.protocol, "source": source,
+                "validation_fraction": config.validation_fraction})
+
+  from data.tfrecord import write_shards  # pylint: disable=g-import-not-at-top  (imports TF)
+  with atomic_directory(directory) as temporary:
+    # Evaluation splits are small; two shards keep file-based sharding possible for 2 workers.
+    shards = {split: write_shards(sessions, temporary, split,
+                                  config.num_shards if split == "train" else min(2, config.num_shards),
+                                  spec.min_prefix_length)
+              for split, sessions in (("train", train), ("valid", valid), ("test", test))}
+    vocabulary.save(os.path.join(temporary, VOCABULARY_FILE))
+    _write_json(os.path.join(temporary, STATS_FILE), stats)
+    _write_json(os.path.join(temporary, MANIFEST_FILE), {
+        "format_version": FORMAT_VERSION,
+        "dataset": spec.name,
+        "num_items": vocabulary.size,
+        "min_prefix_length": spec.min_prefix_length,
+        "config": dataclasses.asdict(config),
+        "splits": shards,
+    })
+  return PreparedDataset.load(directory)
+
+
+def _write_json(path: str, content: Dict) -> None:
+  with atomic_output(path) as temporary:
+    with open(temporary, "w") as out:
+      json.dump(content, out, indent=1)
+
+
+def format_stats(stats: Dict) -> str:
+  """A readable summary, with the paper's Table 1 row first."""
+  t1 = stats["table1"]
+  lines = [f"{stats['dataset']}: {stats['source']}",
+           f"  Table 1: clicks {t1['clicks']:,}  examples {t1['examples']:,}  items {t1['items']:,}"
+           f"  average length {t1['average_length']:.2f}"]
+  for split, counts in stats["splits"].items():
+    lines.append(f"  {split:>15}: {counts['sessions']:>9,} sessions {counts['examples']:>10,} "
+                 f"examples {counts['clicks']:>10,} clicks")
+  lines.append(f"  catalogue: {stats['num_items']:,} items "
+               f"({stats['test_items_not_in_train']:,} only in test)")
+  return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  try:
+    dataset = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
+                      data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,
+                      allow_download=FLAGS.download, overwrite=FLAGS.overwrite)
+  except (DataFormatError, registry.DatasetNotFoundError, ValueError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+  print(format_stats(dataset.stats()))
+  print(f"written to {dataset.directory}")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
