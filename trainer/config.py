@@ -1,0 +1,121 @@
+"""The trainer's configuration: training options, per-dataset presets, and how flags override them.
+
+Precedence, lowest first: the dataclass defaults (the paper's protocol), the dataset's preset, the
+`--variant` (a row of the paper's tables, `ModelConfig.VARIANTS`), then every flag given on the
+command line. The effective configuration is written next to the results (`config.json`).
+"""
+
+import dataclasses
+from typing import Any, Dict, Mapping
+
+from data.pipeline import SHARD_POLICIES
+from tfrs_attenmixer.config import VARIANTS, ModelConfig, check_choice
+
+STRATEGIES = ("mirrored", "multi_worker", "one_device")
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Options of the training protocol (SPEC.md: Adam 1e-3, L2 1e-5, x0.1 every 3 epochs, ...).
+
+  Attributes:
+    epochs: maximum number of training epochs.
+    batch_size: global batch size (split over replicas).
+    learning_rate: initial Adam learning rate.
+    l2: L2 weight decay, added to the gradients as `l2 * weight` (PyTorch Adam's weight_decay).
+    lr_decay: factor applied to the learning rate every `lr_decay_epochs` epochs.
+    lr_decay_epochs: epochs between two learning-rate decays.
+    patience: epochs without a better validation MRR@20 before training stops early.
+    max_length: most recent items of a session prefix fed to the model.
+    seed: seed of the weights' initialisation and of the data order.
+    max_steps_per_epoch: cap on the training steps of an epoch (0: a full pass over the data).
+    checkpoint_every_steps: steps between two checkpoints inside an epoch (one is also written at
+      the end of every epoch).
+    eval_batch_size: batch size of validation and test evaluation.
+    shuffle_buffer: examples in the training shuffle buffer.
+    shard_policy: how input is divided between workers: auto, file or data.
+    strategy: "mirrored" (all local devices, the default), "multi_worker" (reads TF_CONFIG) or
+      "one_device".
+    num_cpu_devices: split the CPU into this many logical devices (so "mirrored" has that many
+      replicas on a machine without accelerators); 0 leaves the devices alone.
+    mixed_precision: "float32" or "bfloat16" (Keras mixed_bfloat16 policy).
+    jit_compile: compile the training step with XLA.
+    evaluate_test_every_epoch: also evaluate the test set after every epoch, for the authors'
+      protocol (best test number over epochs); it is never used to select the epoch.
+  """
+  epochs: int = 10
+  batch_size: int = 100
+  learning_rate: float = 1e-3
+  l2: float = 1e-5
+  lr_decay: float = 0.1
+  lr_decay_epochs: int = 3
+  patience: int = 3
+  max_length: int = 20
+  seed: int = 123
+  max_steps_per_epoch: int = 0
+  checkpoint_every_steps: int = 1000
+  eval_batch_size: int = 500
+  shuffle_buffer: int = 100_000
+  shard_policy: str = "auto"
+  strategy: str = "mirrored"
+  num_cpu_devices: int = 0
+  mixed_precision: str = "float32"
+  jit_compile: bool = True
+  evaluate_test_every_epoch: bool = True
+
+  def __post_init__(self):
+    check_choice("strategy", self.strategy, STRATEGIES)
+    check_choice("mixed_precision", self.mixed_precision, PRECISIONS)
+    check_choice("shard_policy", self.shard_policy, SHARD_POLICIES)
+    for name in ("epochs", "batch_size", "lr_decay_epochs", "patience", "max_length",
+                 "checkpoint_every_steps", "eval_batch_size", "shuffle_buffer"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("max_steps_per_epoch", "num_cpu_devices"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    if self.learning_rate <= 0 or self.l2 < 0 or not 0 < self.lr_decay <= 1:
+      raise ValueError("need learning_rate > 0, l2 >= 0 and 0 < lr_decay <= 1; got "
+                       f"{self.learning_rate}, {self.l2}, {self.lr_decay}")
+
+
+# Per-dataset presets: overrides of the defaults. The paper uses one protocol for every dataset.
+PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "gowalla": {},
+    "diginetica": {},
+    "diginetica_srgnn": {},
+    "lastfm": {},
+    "yoochoose1_64": {},
+    "yoochoose1_4": {},
+    "retailrocket": {},
+    # Small and quick: for smoke runs and tests.
+    "synthetic": {"model": dict(embedding_dim=64, num_heads=4),
+                  "train": dict(epochs=3, batch_size=64, checkpoint_every_steps=100)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """The model and training configuration of one run."""
+  model: ModelConfig
+  train: TrainConfig
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train)}
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> "ExperimentConfig":
+    return cls(ModelConfig.from_dict(values["model"]), TrainConfig(**values["train"]))
+
+
+def build_config(dataset: str, variant: str = "attenmixer",
+                 model_overrides: Mapping[str, Any] = (),
+                 train_overrides: Mapping[str, Any] = ()) -> ExperimentConfig:
+  """Defaults < dataset preset < variant < explicit overrides (see the module doc)."""
+  check_choice("variant", variant, tuple(VARIANTS))
+  preset = PRESETS.get(dataset, {})
+  model = ModelConfig.from_dict({**preset.get("model", {}), **VARIANTS[variant],
+                                 **dict(model_overrides)})
+  train = TrainConfig(**{**preset.get("train", {}), **dict(train_overrides)})
+  return ExperimentConfig(model, train)

@@ -1,0 +1,69 @@
+"""Command-line flags of `python -m trainer.main`: one flag per configuration field.
+
+Flags are generated from the fields of `ModelConfig` and `TrainConfig`, with the help text of each
+field's docstring entry, so a new option needs no second definition here. A flag that is not given
+keeps the value of the preset and variant (`trainer.config.build_config`).
+"""
+
+import dataclasses
+import re
+import textwrap
+from typing import Any, Dict, Type
+
+from absl import flags
+
+from data import flags as data_flags  # noqa: F401  (defines --dataset, --data_dir, ...)
+from tfrs_attenmixer.config import VARIANTS, ModelConfig
+from trainer.config import ExperimentConfig, TrainConfig, build_config
+
+FLAGS = flags.FLAGS
+
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           str: flags.DEFINE_string}
+
+
+def field_help(cls: Type) -> Dict[str, str]:
+  """Maps field names to their description in the class docstring (`    name: text` entries)."""
+  helps, current = {}, None
+  for line in textwrap.dedent(cls.__doc__ or "").splitlines():
+    match = re.match(r"^\s{2,4}(\w+): (.*)$", line)
+    if match and match.group(1) in {f.name for f in dataclasses.fields(cls)}:
+      current = match.group(1)
+      helps[current] = match.group(2).strip()
+    elif current and line.startswith(" " * 6) and line.strip():
+      helps[current] += " " + line.strip()
+    else:
+      current = None
+  return helps
+
+
+def _define_fields(cls: Type) -> None:
+  helps = field_help(cls)
+  for field in dataclasses.fields(cls):
+    field_type = {"bool": bool, "int": int, "float": float, "str": str}.get(
+        getattr(field.type, "__name__", str(field.type)), str)
+    _DEFINE[field_type](field.name, None,
+                        f"{helps.get(field.name, '')} (default: {field.default!r}, or the preset's)")
+
+
+_define_fields(ModelConfig)
+_define_fields(TrainConfig)
+flags.DEFINE_enum("variant", "attenmixer", sorted(VARIANTS),
+                  "A model of the paper's tables: Atten-Mixer, its ablations (Table 4), SR-GNN and "
+                  "SGNN-HN with and without Atten-Mixer (Table 3), or the authors' code variant.")
+flags.DEFINE_string("run_dir", None,
+                    "Folder of this run: checkpoints, TensorBoard logs, metrics.json, config.json. "
+                    "Default: runs/<dataset>-<variant>. Re-running with the same folder resumes.")
+flags.DEFINE_string("export_dir", None,
+                    "Where the servable model is exported at the end (default: <run_dir>/export).")
+
+
+def _overrides(cls: Type) -> Dict[str, Any]:
+  return {f.name: FLAGS[f.name].value for f in dataclasses.fields(cls)
+          if FLAGS[f.name].value is not None}
+
+
+def config_from_flags() -> ExperimentConfig:
+  """The effective configuration: preset, then variant, then the flags given."""
+  return build_config(FLAGS.dataset, FLAGS.variant, model_overrides=_overrides(ModelConfig),
+                      train_overrides=_overrides(TrainConfig))

@@ -1,0 +1,133 @@
+r"""Trains Atten-Mixer (or a baseline of the paper) on a session dataset, evaluates it, exports it.
+
+    python -m trainer.main --dataset=gowalla
+
+prepares the dataset if needed (`data.prepare`, reused when already prepared), trains with the
+paper's protocol (per-dataset preset; every option can be overridden by a flag, see --help),
+selects the epoch on the validation split, reports that epoch's test metrics beside the paper's,
+and exports a servable SavedModel. Re-running the same command resumes an interrupted run.
+
+Distributed: `--strategy=multi_worker` with `TF_CONFIG` set in every worker (see trainer/k8s/).
+"""
+
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from data import flags as data_flags
+from data import registry
+from data.errors import DataFormatError
+from data.prepare import prepare
+from trainer import flags as trainer_flags
+from trainer import paper
+from trainer import run_dir as run_dir_lib
+from trainer import strategy as strategy_lib
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list("export_indexes", ["brute_force", "scann", "portable_ann"],
+                  "Top-K indexes to export at the end of training, each as its own servable "
+                  "model: brute_force -> <export_dir>/attenmixer, others -> "
+                  "<export_dir>/attenmixer_<index>. Empty: no export.")
+
+EXIT_CONFIG_ERROR = 2
+EXIT_TRAINING_FAILED = 3
+
+
+def _fail(message: str, code: int) -> int:
+  logging.error("%s", message)
+  print(f"error: {message}", file=sys.stderr)
+  return code
+
+
+def export_name(index: str) -> str:
+  return "attenmixer" if index == "brute_force" else f"attenmixer_{index}"
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    return _fail(f"unexpected arguments {argv[1:]}; all options are --flags (see --help)",
+                 EXIT_CONFIG_ERROR)
+  # 1. Everything that can be checked without data or TensorFlow's runtime, first.
+  try:
+    config = trainer_flags.config_from_flags()
+    task = strategy_lib.read_tf_config(config.train.strategy)
+    unknown = set(FLAGS.export_indexes) - {"brute_force", "scann", "portable_ann"}
+    if unknown:
+      raise ValueError(f"--export_indexes: unknown index {sorted(unknown)}; choose from "
+                       "brute_force, scann, portable_ann")
+  except ValueError as error:
+    return _fail(str(error), EXIT_CONFIG_ERROR)
+  # Logical devices must be configured before TensorFlow's runtime starts (preparing data may
+  # start it).
+  strategy_lib.split_cpu(config.train.num_cpu_devices)
+  run_dir = FLAGS.run_dir or os.path.join("runs", f"{FLAGS.dataset}-{FLAGS.variant}")
+
+  # 2. The data (prepared once, then reused).
+  try:
+    prepared = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
+                       data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,
+                       allow_download=FLAGS.download, overwrite=FLAGS.overwrite)
+  except (DataFormatError, registry.DatasetNotFoundError, ValueError) as error:
+    return _fail(str(error), EXIT_CONFIG_ERROR)
+  stats = prepared.stats()
+
+  # 3. The run folder: a new run, or the same run resumed.
+  record = {"experiment": config.to_dict(), "dataset": FLAGS.dataset, "variant": FLAGS.variant,
+            "prepared_dir": os.path.abspath(prepared.directory)}
+  try:
+    if task.is_chief:
+      run_dir_lib.claim(run_dir, record)
+  except run_dir_lib.RunDirError as error:
+    return _fail(str(error), EXIT_CONFIG_ERROR)
+
+  # 4. Train.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from trainer.training import NonFiniteLossError, Trainer  # pylint: disable=g-import-not-at-top
+  tf.get_logger().setLevel("WARNING")  # TensorFlow's per-checkpoint INFO lines
+  strategy = strategy_lib.create_strategy(config.train.strategy)
+  logging.info("Training %s on %s (%d items) with %d replica(s); run folder %s", FLAGS.variant,
+               FLAGS.dataset, prepared.num_items, strategy.num_replicas_in_sync, run_dir)
+  started = time.time()
+  trainer = Trainer(config, prepared, run_dir, strategy, task)
+  try:
+    trainer.train()
+  except NonFiniteLossError as error:
+    return _fail(str(error), EXIT_TRAINING_FAILED)
+  logging.info("Weights fingerprint: %s", trainer.weights_fingerprint())
+  if not task.is_chief:
+    return 0
+
+  # 5. Results and export (chief only).
+  trainer.restore_best()
+  summary = trainer.summary()
+  summary.update({"dataset": FLAGS.dataset, "variant": FLAGS.variant, "config": config.to_dict(),
+                  "dataset_stats": stats, "wall_seconds": time.time() - started,
+                  "steps_per_epoch": trainer.steps_per_epoch,
+                  "replicas": strategy.num_replicas_in_sync,
+                  "published": paper.published(FLAGS.dataset, FLAGS.variant)})
+  export_dir = FLAGS.export_dir or os.path.join(run_dir, "export")
+  if FLAGS.export_indexes:
+    from serving.export import export_model  # pylint: disable=g-import-not-at-top
+    summary["exports"] = {
+        index: export_model(trainer.model, prepared, export_dir, model_name=export_name(index),
+                            index=index, max_length=config.train.max_length)
+        for index in FLAGS.export_indexes}
+  run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.METRICS_FILE), summary)
+  table = paper.comparison_table(FLAGS.dataset, FLAGS.variant, summary["test"] or summary["valid"])
+  print(f"\nTest metrics of the selected epoch {summary['selected_epoch']} "
+        f"(of {summary['epochs_trained']}), in %:\n{table}\n")
+  if "authors_protocol" in summary:
+    authors = summary["authors_protocol"]
+    print(f"Authors' protocol (best test value over epochs, each its own epoch): "
+          f"HR@20 {authors['hr_at_20']:.2f}  MRR@20 {authors['mrr_at_20']:.2f}")
+  print(f"Results: {os.path.join(run_dir, run_dir_lib.METRICS_FILE)}")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,74 @@
+"""The layout of a run folder, and how to rebuild a trained model from one.
+
+    <run_dir>/config.json        the effective configuration and the prepared dataset's folder
+    <run_dir>/checkpoints/       training checkpoints (model, optimizer, epoch, step, history)
+    <run_dir>/best/              the weights of the selected epoch (checkpoint key "model")
+    <run_dir>/tensorboard/       TensorBoard logs
+    <run_dir>/metrics.json       results (see the README)
+    <run_dir>/export/<name>/<version>/   the servable SavedModel (serving.export)
+"""
+
+import json
+import os
+from typing import Any, Dict, Tuple
+
+import tensorflow as tf
+
+from data.atomic import atomic_output
+from data.prepared import PreparedDataset
+from tfrs_attenmixer.model import SessionRetrievalModel
+from trainer.config import ExperimentConfig
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+BEST_DIR = "best"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class RunDirError(ValueError):
+  """A run folder is unusable: the message names the folder and what to do."""
+
+
+def write_json(path: str, content: Dict[str, Any]) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  with atomic_output(path) as temporary:
+    with open(temporary, "w") as out:
+      json.dump(content, out, indent=1, sort_keys=True)
+
+
+def read_config(run_dir: str) -> Dict[str, Any]:
+  path = os.path.join(run_dir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise RunDirError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); train with "
+                      "`python -m trainer.main --run_dir=...` first")
+  with open(path) as config_file:
+    return json.load(config_file)
+
+
+def claim(run_dir: str, record: Dict[str, Any]) -> None:
+  """Writes `config.json`, or checks that an existing one describes the same run (resumption)."""
+  path = os.path.join(run_dir, CONFIG_FILE)
+  if os.path.isfile(path):
+    existing = read_config(run_dir)
+    if existing["experiment"] != record["experiment"] or existing["dataset"] != record["dataset"]:
+      raise RunDirError(
+          f"{run_dir} holds a run with another configuration ({path}); resume it with the same "
+          "flags, or pass another --run_dir")
+    return
+  write_json(path, record)
+
+
+def load_trained_model(run_dir: str) -> Tuple[SessionRetrievalModel, PreparedDataset,
+                                              ExperimentConfig]:
+  """Rebuilds the model of a run with the weights of its selected epoch."""
+  record = read_config(run_dir)
+  config = ExperimentConfig.from_dict(record["experiment"])
+  prepared = PreparedDataset.load(record["prepared_dir"], verify=False)
+  model = SessionRetrievalModel(config.model, prepared.num_items)
+  model.query_tower(tf.zeros([1, config.train.max_length], tf.int32))
+  latest = tf.train.latest_checkpoint(os.path.join(run_dir, BEST_DIR))
+  if not latest:
+    raise RunDirError(f"{run_dir}/{BEST_DIR} holds no checkpoint: the run has not finished an "
+                      "epoch yet")
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  return model, prepared, config

@@ -1,0 +1,357 @@
+"""The training loop: distributed steps, per-epoch evaluation, honest model selection, resumption.
+
+Everything the loop needs to continue after a crash lives in one `tf.train.Checkpoint`: the model,
+the optimizer (slots, iteration count and so the learning-rate schedule), the dropout generators'
+states, the epoch, the step within the epoch and the history of finished epochs. The input order
+of an epoch is a pure function of `(seed, epoch)` (`data.pipeline`), so a resumed epoch skips the
+batches already trained on and continues with exactly the ones that would have come next.
+
+Model selection uses the validation split only (best MRR@20, early stopping with `patience`); the
+test metrics reported are those of the selected epoch. The test set is also evaluated after every
+epoch so that the authors' protocol (best test HR@20 and best test MRR@20 over epochs, each from
+its own epoch) can be reported beside it, labelled as such.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from data.pipeline import InputConfig, make_dataset, training_steps_per_epoch
+from data.prepared import PreparedDataset
+from tfrs_attenmixer.model import SessionRetrievalModel
+from trainer.config import ExperimentConfig
+from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR
+from trainer.strategy import TaskInfo
+
+SELECTION_METRIC = "mrr_at_20"
+
+
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or infinite; the message names the step."""
+
+
+@dataclasses.dataclass
+class EpochRecord:
+  """What one finished epoch produced (one entry of the run's history)."""
+  epoch: int
+  train_loss: float
+  learning_rate: float
+  train_seconds: float
+  train_examples: int
+  eval_seconds: float
+  valid: Dict[str, float]
+  test: Optional[Dict[str, float]] = None
+
+  @property
+  def examples_per_second(self) -> float:
+    return self.train_examples / max(self.train_seconds, 1e-9)
+
+
+def dropout_generators(model: tf.keras.Model) -> List[tf.random.Generator]:
+  """The random generators of the model's dropout layers, created now if they are not yet.
+
+  Keras keeps these states out of checkpoints on purpose (backward compatibility); the trainer
+  checkpoints them itself so that a resumed run draws the same dropout masks.
+  """
+  generators = []
+  for layer in model.submodules:
+    random_generator = getattr(layer, "_random_generator", None)
+    if random_generator is not None:
+      random_generator._maybe_init()  # pylint: disable=protected-access
+      if random_generator._generator is not None:  # pylint: disable=protected-access
+        generators.append(random_generator._generator)  # pylint: disable=protected-access
+  return generators
+
+
+def percentages(metrics: Dict[str, float]) -> Dict[str, float]:
+  return {name: round(100.0 * value, 4) for name, value in metrics.items()}
+
+
+class Trainer:
+  """Trains a `SessionRetrievalModel` on a prepared dataset under a `tf.distribute` strategy."""
+
+  def __init__(self, config: ExperimentConfig, prepared: PreparedDataset, run_dir: str,
+               strategy: tf.distribute.Strategy, task: TaskInfo):
+    self.config = config
+    self.train_config = config.train
+    self.prepared = prepared
+    self.run_dir = run_dir
+    self.strategy = strategy
+    self.task = task
+    self.input_config = InputConfig(batch_size=self.train_config.batch_size,
+                                    max_length=self.train_config.max_length,
+                                    shuffle_buffer=self.train_config.shuffle_buffer,
+                                    shard_policy=self.train_config.shard_policy)
+    self.eval_input_config = dataclasses.replace(self.input_config,
+                                                 batch_size=self.train_config.eval_batch_size)
+    self.steps_per_epoch = training_steps_per_epoch(prepared, self.input_config,
+                                                    num_pipelines=task.num_workers)
+    if self.train_config.max_steps_per_epoch:
+      self.steps_per_epoch = min(self.steps_per_epoch, self.train_config.max_steps_per_epoch)
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"batch_size {self.train_config.batch_size} is larger than the training "
+                       "data of one input pipeline")
+    self._build()
+
+  # ---------------------------------------------------------------------------------------------
+  # Construction
+
+  def _build(self) -> None:
+    cfg = self.train_config
+    tf.keras.utils.set_random_seed(cfg.seed)
+    # Dropout draws from tf.random.Generator objects whose states are variables, so they are
+    # checkpointed and a resumed run draws the same masks as an uninterrupted one.
+    tf.keras.backend.experimental.enable_tf_random_generator()
+    if cfg.mixed_precision == "bfloat16":
+      tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    with self.strategy.scope():
+      self.model = SessionRetrievalModel(self.config.model, self.prepared.num_items)
+      self.model.query_tower(tf.zeros([1, cfg.max_length], tf.int32))  # create the weights
+      self.schedule = tf.keras.optimizers.schedules.ExponentialDecay(
+          cfg.learning_rate, decay_steps=cfg.lr_decay_epochs * self.steps_per_epoch,
+          decay_rate=cfg.lr_decay, staircase=True)
+      # PyTorch's Adam epsilon, as in the authors' code; L2 is added to the gradients below.
+      self.optimizer = tf.keras.optimizers.Adam(self.schedule, epsilon=1e-8)
+      self.optimizer.build(self.model.trainable_variables)
+      self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+      self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+      self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                          epoch=self.epoch, step_in_epoch=self.step_in_epoch,
+                                          history=self.history_json,
+                                          dropout_generators=dropout_generators(self.model))
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, self._writable_dir(CHECKPOINT_DIR), max_to_keep=2)
+    self.best_checkpoint = tf.train.Checkpoint(model=self.model)
+    self.best_manager = tf.train.CheckpointManager(
+        self.best_checkpoint, self._writable_dir(BEST_DIR), max_to_keep=1)
+    self._train_step = self._make_train_step()
+    self._eval_step = self._make_eval_step()
+
+  def _writable_dir(self, name: str) -> str:
+    """The chief writes into the run folder; other workers into a private scratch folder.
+
+    Multi-worker saving is collective (every worker must call `save`), but only the chief's
+    copy is kept.
+    """
+    if self.task.is_chief:
+      return os.path.join(self.run_dir, name)
+    return os.path.join(self.run_dir, "workers", f"{self.task.task_type}-{self.task.task_index}",
+                        name)
+
+  def _make_train_step(self) -> Callable:
+    model, optimizer, cfg = self.model, self.optimizer, self.train_config
+    num_replicas = self.strategy.num_replicas_in_sync
+    variables = model.trainable_variables
+    # Per replica: gradients of mean loss / replicas, summed over replicas by the optimizer.
+    l2 = cfg.l2 / num_replicas
+
+    @tf.function(jit_compile=cfg.jit_compile)
+    def gradients(batch):
+      with tf.GradientTape() as tape:
+        loss = model.compute_loss(batch, training=True)
+        scaled = loss / num_replicas
+      grads = tape.gradient(scaled, variables)
+      grads = [tf.convert_to_tensor(g) + l2 * v if l2 else g for g, v in zip(grads, variables)]
+      return loss, grads
+
+    def replica_step(batch):
+      loss, grads = gradients(batch)
+      optimizer.apply_gradients(zip(grads, variables))
+      return loss
+
+    @tf.function
+    def train_step(iterator):
+      losses = self.strategy.run(replica_step, args=(next(iterator),))
+      return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+
+    return train_step
+
+  def _make_eval_step(self) -> Callable:
+    model = self.model
+
+    @tf.function
+    def eval_step(batch):
+      self.strategy.run(lambda b: model.compute_loss(b, training=False), args=(batch,))
+
+    return eval_step
+
+  def _distributed(self, split: str, training: bool, epoch: int = 0, skip_steps: int = 0):
+    input_config = self.input_config if training else self.eval_input_config
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+      dataset = make_dataset(self.prepared, split, input_config, training=training,
+                             seed=self.train_config.seed, epoch=epoch, input_context=context)
+      replicas_per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+      return dataset.skip(skip_steps * replicas_per_pipeline)
+
+    return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+  # ---------------------------------------------------------------------------------------------
+  # State
+
+  @property
+  def history(self) -> List[EpochRecord]:
+    return [EpochRecord(**record) for record in json.loads(self.history_json.numpy().decode())]
+
+  def _set_history(self, history: List[EpochRecord]) -> None:
+    self.history_json.assign(json.dumps([dataclasses.asdict(r) for r in history]))
+
+  def _restore(self) -> None:
+    # Every worker restores the chief's latest checkpoint (the run folder is shared).
+    latest = tf.train.latest_checkpoint(os.path.join(self.run_dir, CHECKPOINT_DIR))
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      logging.info("Resumed from %s: epoch %d, step %d of %d", latest, int(self.epoch.numpy()),
+                   int(self.step_in_epoch.numpy()), self.steps_per_epoch)
+
+  def _save(self) -> None:
+    self.manager.save(checkpoint_number=self.optimizer.iterations)
+
+  def weights_fingerprint(self) -> str:
+    """A checksum of all weights, to compare the replicas of a distributed run."""
+    digest = np.zeros([], np.float64)
+    for variable in sorted(self.model.variables, key=lambda v: v.name):
+      values = np.asarray(variable.numpy(), np.float64).ravel()
+      digest = digest + np.sum(values * np.cos(np.arange(values.size)))
+    return f"{float(digest):.10e}"
+
+  # ---------------------------------------------------------------------------------------------
+  # Loop
+
+  def evaluate(self, split: str) -> Dict[str, float]:
+    """Full-catalogue HR/MRR/NDCG at 5, 10, 20 on a split, as fractions."""
+    for metric in self.model.ranking_metrics:
+      metric.reset_state()
+    for batch in self._distributed(split, training=False):
+      self._eval_step(batch)
+    return {m.name: float(m.result().numpy()) for m in self.model.ranking_metrics}
+
+  def _train_epoch(self, epoch: int, start_step: int) -> float:
+    """Trains the rest of an epoch from `start_step`; returns the mean loss of those steps."""
+    cfg = self.train_config
+    iterator = iter(self._distributed("train", training=True, epoch=epoch, skip_steps=start_step))
+    losses = []
+    progress = tqdm.tqdm(range(start_step, self.steps_per_epoch), initial=start_step,
+                         total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                         unit="step", disable=not self.task.is_chief, mininterval=2.0,
+                         dynamic_ncols=True)
+    for step in progress:
+      loss = float(self._train_step(iterator).numpy())
+      if not np.isfinite(loss):
+        raise NonFiniteLossError(
+            f"training loss is {loss} at epoch {epoch + 1}, step {step + 1} (global step "
+            f"{int(self.optimizer.iterations.numpy())}); the last good checkpoint in "
+            f"{self.manager.directory} is kept. Try a lower --learning_rate.")
+      losses.append(loss)
+      if step % 20 == 0:
+        progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+      if (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < self.steps_per_epoch:
+        self.step_in_epoch.assign(step + 1)
+        self._save()
+    progress.close()
+    return float(np.mean(losses)) if losses else float("nan")
+
+  def train(self) -> List[EpochRecord]:
+    """Runs (or resumes) training until the last epoch or early stopping; returns the history."""
+    cfg = self.train_config
+    self._restore()
+    writer = (tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+              if self.task.is_chief else tf.summary.create_noop_writer())
+    while int(self.epoch.numpy()) < cfg.epochs and not self._should_stop():
+      epoch, start_step = int(self.epoch.numpy()), int(self.step_in_epoch.numpy())
+      learning_rate = float(self.schedule(self.optimizer.iterations).numpy())
+      started = time.perf_counter()
+      train_loss = (self._train_epoch(epoch, start_step)
+                    if start_step < self.steps_per_epoch else float("nan"))
+      train_seconds = time.perf_counter() - started
+      # Training of this epoch is complete: a crash during evaluation does not repeat it.
+      self.step_in_epoch.assign(self.steps_per_epoch)
+      self._save()
+
+      started = time.perf_counter()
+      valid = self.evaluate("valid")
+      test = self.evaluate("test") if cfg.evaluate_test_every_epoch else None
+      record = EpochRecord(epoch=epoch + 1, train_loss=train_loss, learning_rate=learning_rate,
+                           train_seconds=train_seconds,
+                           train_examples=(self.steps_per_epoch - start_step) * cfg.batch_size,
+                           eval_seconds=time.perf_counter() - started, valid=valid, test=test)
+      history = self.history + [record]
+      if self._best_epoch(history) == record.epoch:
+        self.best_manager.save(checkpoint_number=record.epoch)
+      self._set_history(history)
+      self.epoch.assign(epoch + 1)
+      self.step_in_epoch.assign(0)
+      self._save()
+      self._log_epoch(record, writer)
+    return self.history
+
+  @staticmethod
+  def _best_epoch(history: List[EpochRecord]) -> int:
+    """The epoch with the best validation MRR@20 (the earliest on ties)."""
+    return max(history, key=lambda r: (r.valid[SELECTION_METRIC], -r.epoch)).epoch
+
+  def _should_stop(self) -> bool:
+    history = self.history
+    if not history:
+      return False
+    return history[-1].epoch - self._best_epoch(history) >= self.train_config.patience
+
+  def _log_epoch(self, record: EpochRecord, writer) -> None:
+    valid = percentages(record.valid)
+    test = percentages(record.test) if record.test else {}
+    logging.info(
+        "epoch %d: loss %.4f  lr %.2e  valid HR@20 %.2f MRR@20 %.2f%s  %.0f ex/s  train %.0fs "
+        "eval %.0fs", record.epoch, record.train_loss, record.learning_rate, valid["hr_at_20"],
+        valid["mrr_at_20"],
+        f"  test HR@20 {test['hr_at_20']:.2f} MRR@20 {test['mrr_at_20']:.2f}" if test else "",
+        record.examples_per_second, record.train_seconds, record.eval_seconds)
+    with writer.as_default(step=record.epoch):
+      tf.summary.scalar("train/loss", record.train_loss)
+      tf.summary.scalar("train/learning_rate", record.learning_rate)
+      tf.summary.scalar("train/examples_per_second", record.examples_per_second)
+      for split, metrics in (("valid", valid), ("test", test)):
+        for name, value in metrics.items():
+          tf.summary.scalar(f"{split}/{name}", value)
+    writer.flush()
+
+  def restore_best(self) -> int:
+    """Loads the weights of the selected epoch into the model; returns that epoch."""
+    self.best_checkpoint.restore(
+        tf.train.latest_checkpoint(os.path.join(self.run_dir, BEST_DIR))).expect_partial()
+    return self._best_epoch(self.history)
+
+  def summary(self) -> Dict[str, Any]:
+    """The results of the run (see `metrics.json` in the README)."""
+    history = self.history
+    best = self._best_epoch(history)
+    selected = next(r for r in history if r.epoch == best)
+    result = {
+        "selected_epoch": best,
+        "epochs_trained": len(history),
+        "selection": f"best validation {SELECTION_METRIC} (patience "
+                     f"{self.train_config.patience})",
+        "test": percentages(selected.test) if selected.test else None,
+        "valid": percentages(selected.valid),
+        "epochs": [dict(dataclasses.asdict(r), examples_per_second=r.examples_per_second,
+                        valid=percentages(r.valid),
+                        test=percentages(r.test) if r.test else None) for r in history],
+        "train_seconds": sum(r.train_seconds for r in history),
+        "examples_per_second": (sum(r.train_examples for r in history) /
+                                max(sum(r.train_seconds for r in history), 1e-9)),
+    }
+    if all(r.test for r in history):
+      result["authors_protocol"] = {
+          "note": "best TEST value over epochs, each metric from its own epoch (the authors' "
+                  "code); not a valid model-selection protocol",
+          "hr_at_20": max(percentages(r.test)["hr_at_20"] for r in history),
+          "mrr_at_20": max(percentages(r.test)["mrr_at_20"] for r in history),
+      }
+    return result
