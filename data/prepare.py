@@ -88,15 +88,23 @@ def split_validation(train: List, fraction: float):
 
 
 def _reusable(directory: str, config: PrepareConfig) -> Optional[PreparedDataset]:
-  if not os.path.isfile(os.path.join(directory, MANIFEST_FILE)):
+  """The prepared dataset in `directory` if it is complete and made with `config`.
+
+  Raises:
+    PreparedDataError: `directory` holds something else; the message says what differs.
+  """
+  if not os.path.exists(directory) or not os.listdir(directory):
     return None
-  try:
-    dataset = PreparedDataset.load(directory)
-  except DataFormatError as error:
-    logging.warning("Not reusing %s: %s", directory, error)
-    return None
-  same = dataset.manifest.get("config") == json.loads(json.dumps(dataclasses.asdict(config)))
-  return dataset if same else None
+  dataset = PreparedDataset.load(directory)
+  wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+  found = dataset.manifest.get("config", {})
+  differences = [f"{key}: {found.get(key)!r} there, {wanted[key]!r} asked"
+                 for key in wanted if found.get(key) != wanted[key]]
+  if differences:
+    raise PreparedDataError(directory, None, "was prepared with another configuration ("
+                            + "; ".join(differences) + "); pass --overwrite to replace it, or "
+                            "another --output_dir")
+  return dataset
 
 
 def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = None,
@@ -110,9 +118,6 @@ def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = No
     if existing:
       logging.info("Reusing the prepared dataset in %s", directory)
       return existing
-    if os.path.exists(directory) and os.listdir(directory):
-      raise PreparedDataError(directory, None, "exists with another configuration or is "
-                              "incomplete; pass --overwrite to replace it")
 
   train, test, source = registry.load_sessions(spec, data_dir=data_dir, raw_dir=raw_dir,
                                                allow_download=allow_download,

@@ -93,7 +93,7 @@ def test_corrupt_tfrecord_shard_is_named(tmp_path):
     PreparedDataset.load(str(tmp_path / "out" / "gowalla"))
   # Re-running without --overwrite refuses to touch it; with --overwrite it is rebuilt.
   result = run_prepare(tmp_path, "--num_shards=2")
-  assert result.returncode == 1 and "pass --overwrite" in result.stderr
+  assert result.returncode == 1 and "shard is corrupt" in result.stderr
   assert run_prepare(tmp_path, "--num_shards=2", "--overwrite").returncode == 0
   PreparedDataset.load(str(tmp_path / "out" / "gowalla"))
 

@@ -8,7 +8,7 @@ command line. The effective configuration is written next to the results (`confi
 import dataclasses
 from typing import Any, Dict, Mapping
 
-from data.pipeline import SHARD_POLICIES
+from data.input_config import SHARD_POLICIES
 from tfrs_attenmixer.config import VARIANTS, ModelConfig, check_choice
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")

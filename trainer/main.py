@@ -25,7 +25,7 @@ from data.prepare import prepare
 from trainer import flags as trainer_flags
 from trainer import paper
 from trainer import run_dir as run_dir_lib
-from trainer import strategy as strategy_lib
+from trainer import cluster
 
 FLAGS = flags.FLAGS
 
@@ -55,7 +55,7 @@ def main(argv) -> int:
   # 1. Everything that can be checked without data or TensorFlow's runtime, first.
   try:
     config = trainer_flags.config_from_flags()
-    task = strategy_lib.read_tf_config(config.train.strategy)
+    task = cluster.read_tf_config(config.train.strategy)
     unknown = set(FLAGS.export_indexes) - {"brute_force", "scann", "portable_ann"}
     if unknown:
       raise ValueError(f"--export_indexes: unknown index {sorted(unknown)}; choose from "
@@ -64,6 +64,7 @@ def main(argv) -> int:
     return _fail(str(error), EXIT_CONFIG_ERROR)
   # Logical devices must be configured before TensorFlow's runtime starts (preparing data may
   # start it).
+  from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top  (imports TF)
   strategy_lib.split_cpu(config.train.num_cpu_devices)
   run_dir = FLAGS.run_dir or os.path.join("runs", f"{FLAGS.dataset}-{FLAGS.variant}")
 

@@ -10,14 +10,9 @@
 
 import json
 import os
-from typing import Any, Dict, Tuple
-
-import tensorflow as tf
+from typing import Any, Dict
 
 from data.atomic import atomic_output
-from data.prepared import PreparedDataset
-from tfrs_attenmixer.model import SessionRetrievalModel
-from trainer.config import ExperimentConfig
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -58,9 +53,18 @@ def claim(run_dir: str, record: Dict[str, Any]) -> None:
   write_json(path, record)
 
 
-def load_trained_model(run_dir: str) -> Tuple[SessionRetrievalModel, PreparedDataset,
-                                              ExperimentConfig]:
-  """Rebuilds the model of a run with the weights of its selected epoch."""
+def load_trained_model(run_dir: str):
+  """Rebuilds the model of a run with the weights of its selected epoch.
+
+  Returns:
+    `(model, prepared, config)`: the `SessionRetrievalModel`, its `PreparedDataset` and the run's
+    `ExperimentConfig`.
+  """
+  # pylint: disable=g-import-not-at-top  (TensorFlow only when a model is needed)
+  import tensorflow as tf
+  from data.prepared import PreparedDataset
+  from tfrs_attenmixer.model import SessionRetrievalModel
+  from trainer.config import ExperimentConfig
   record = read_config(run_dir)
   config = ExperimentConfig.from_dict(record["experiment"])
   prepared = PreparedDataset.load(record["prepared_dir"], verify=False)

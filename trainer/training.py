@@ -28,7 +28,7 @@ from data.prepared import PreparedDataset
 from tfrs_attenmixer.model import SessionRetrievalModel
 from trainer.config import ExperimentConfig
 from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR
-from trainer.strategy import TaskInfo
+from trainer.cluster import TaskInfo
 
 SELECTION_METRIC = "mrr_at_20"
 
@@ -120,9 +120,11 @@ class Trainer:
       # PyTorch's Adam epsilon, as in the authors' code; L2 is added to the gradients below.
       self.optimizer = tf.keras.optimizers.Adam(self.schedule, epsilon=1e-8)
       self.optimizer.build(self.model.trainable_variables)
-      self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-      self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
-      self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
+    # Bookkeeping, identical on every worker: plain local variables (collectives cannot broadcast
+    # strings), checkpointed with the rest.
+    self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+    self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           epoch=self.epoch, step_in_epoch=self.step_in_epoch,
                                           history=self.history_json,
