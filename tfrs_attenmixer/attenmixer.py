@@ -1,0 +1,242 @@
+"""`AttenMixer`: the multi-level, multi-head attention readout of Atten-Mixer (WSDM 2023).
+
+Given normalised item states `h_1..h_n` of a session, `AttenMixer` computes (SPEC.md, steps 2-5):
+
+1. Level queries. Level `l = 1..L` summarises `l` items (by default the most recent ones,
+   "inherent priority"): `Q_l = W_l(agg(h_n, ..., h_{n-l+1}))` with `agg` a sum ("deep sets",
+   local invariance) or an ordered concatenation. Positions outside the session count as zero
+   vectors, so `L` may exceed the session length.
+2. Per head `h`, one attention map over positions per level:
+   `alpha_h[l] = softmax_j((Q_l W_h^Q)(h_j W_h^K)^T / sqrt(d_h))` over the valid positions `j`.
+3. Lp pooling of the `L` maps of a head per position, `a_h[j] = (sum_l alpha_h[l, j]^p)^(1/p)`,
+   then renormalised over the valid positions.
+4. Readout `s_h = sum_j a_h[j] (h_j W_h^V)`; the heads are concatenated, then LayerNorm.
+
+The authors' code differs in places; each difference is an option (see `__init__`), the paper's
+behaviour being the default. With the default options the output does not depend on the amount or
+side of padding.
+"""
+
+import math
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_attenmixer import config as config_lib
+from tfrs_attenmixer import readouts
+
+ModelConfig = config_lib.ModelConfig
+
+# Logit of padding positions in masked softmaxes (finite, so an empty row gives no NaN).
+_MASKED_LOGIT = -1e9
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_attenmixer")
+class AttenMixer(readouts.Readout):
+  """Atten-Mixer readout: item states [batch, length, dim] -> session summary [batch, dim].
+
+  Call with `(states, mask)`; `mask` is a boolean padding mask [batch, length] or the item ids with
+  0 as padding (the Keras mask of `states` by default). With `return_attention=True` the call
+  returns `(summary, maps)` where `maps["levels"]` is the per-level attention [batch, heads, L,
+  length] and `maps["pooled"]` the pooled, renormalised attention [batch, heads, length] (before
+  dropout). The attention arithmetic runs in float32 (or float64) under mixed precision.
+  """
+
+  def __init__(self,
+               num_levels: int = ModelConfig.num_levels,
+               level_aggregation: str = ModelConfig.level_aggregation,
+               level_selection: str = ModelConfig.level_selection,
+               num_heads: int = ModelConfig.num_heads,
+               head_split: str = ModelConfig.head_split,
+               attention_scoring: str = ModelConfig.attention_scoring,
+               mask_level_attention: bool = ModelConfig.mask_level_attention,
+               pooling: str = ModelConfig.pooling,
+               lp_norm: float = ModelConfig.lp_norm,
+               pooled_normalization: str = ModelConfig.pooled_normalization,
+               normalize_queries_over_levels: bool = ModelConfig.normalize_queries_over_levels,
+               dropout: float = ModelConfig.attention_dropout,
+               layer_norm: bool = ModelConfig.layer_norm,
+               **kwargs):
+    """Initialises the layer.
+
+    Args:
+      num_levels: L, the number of intent levels (paper 3, authors' code 7; L = 1 is the -M
+        ablation).
+      level_aggregation: "sum" (deep sets over the items of a level, the paper) or "concat"
+        (ordered concatenation with one linear map per level, the code; the -LI ablation).
+      level_selection: "recent" (level l takes the last l items: inherent priority) or
+        "earliest" (level l takes the first l items of the session, so the queries ignore
+        recency; the -IP ablation). Slots beyond the session are zero vectors.
+      num_heads: number of attention heads; must divide the state size.
+      head_split: "transpose" (each head owns a slice of features at every position) or
+        "reshape" (the code: queries and keys [batch, n, dim] are reshaped to [batch, heads, n,
+        dim / heads] without a transpose, so a head mixes positions and features; values are
+        still split per position).
+      attention_scoring: "softmax" (scaled dot product and softmax over positions, the paper) or
+        "sigmoid_softmax" (softmax over positions of 2 * sigmoid(q.k), unscaled, the code).
+      mask_level_attention: exclude padding from the per-level softmax. False reproduces the
+        code, whose first softmax spans the padded length (the output then depends on padding).
+      pooling: pooling of a head's L maps per position: "lp", "mean" (-LP ablation) or "max".
+      lp_norm: p of the Lp pooling (p = 1 sums, p -> inf tends to max).
+      pooled_normalization: renormalisation of the pooled map over the valid positions: "sum"
+        (divide by the sum, the paper) or "softmax" (masked softmax of 2 * a, the code).
+      normalize_queries_over_levels: L2-normalise the stacked queries [batch, L, dim] along the
+        level axis (the code's quirk).
+      dropout: dropout rate on the pooled attention map in training.
+      layer_norm: LayerNorm (epsilon 1e-8) of the output, as in the code.
+      **kwargs: base layer arguments.
+    """
+    super().__init__(**kwargs)
+    config_lib.check_choice("level_aggregation", level_aggregation,
+                            config_lib.LEVEL_AGGREGATIONS)
+    config_lib.check_choice("level_selection", level_selection, config_lib.LEVEL_SELECTIONS)
+    config_lib.check_choice("head_split", head_split, config_lib.HEAD_SPLITS)
+    config_lib.check_choice("attention_scoring", attention_scoring,
+                            config_lib.ATTENTION_SCORINGS)
+    config_lib.check_choice("pooling", pooling, config_lib.POOLINGS)
+    config_lib.check_choice("pooled_normalization", pooled_normalization,
+                            config_lib.POOLED_NORMALIZATIONS)
+    if num_levels < 1 or num_heads < 1 or lp_norm <= 0:
+      raise ValueError("AttenMixer needs num_levels >= 1, num_heads >= 1 and lp_norm > 0; got "
+                       f"{num_levels}, {num_heads}, {lp_norm}.")
+    self.num_levels = num_levels
+    self.level_aggregation = level_aggregation
+    self.level_selection = level_selection
+    self.num_heads = num_heads
+    self.head_split = head_split
+    self.attention_scoring = attention_scoring
+    self.mask_level_attention = mask_level_attention
+    self.pooling = pooling
+    self.lp_norm = lp_norm
+    self.pooled_normalization = pooled_normalization
+    self.normalize_queries_over_levels = normalize_queries_over_levels
+    self.dropout = dropout
+    self.layer_norm = layer_norm
+
+  def build(self, input_shape):
+    dim = input_shape[-1]
+    if dim % self.num_heads:
+      raise ValueError(f"AttenMixer: num_heads ({self.num_heads}) must divide the item state "
+                       f"size ({dim}).")
+    dtype = self.dtype_policy
+    self.level_projections = [
+        tf.keras.layers.Dense(dim, dtype=dtype, name=f"level_{level}_query")
+        for level in range(1, self.num_levels + 1)
+    ]
+    self.query_projection = tf.keras.layers.Dense(dim, dtype=dtype, name="query")
+    self.key_projection = tf.keras.layers.Dense(dim, dtype=dtype, name="key")
+    self.value_projection = tf.keras.layers.Dense(dim, dtype=dtype, name="value")
+    self.attention_dropout = tf.keras.layers.Dropout(self.dropout, dtype=dtype)
+    self.output_norm = (
+        tf.keras.layers.LayerNormalization(epsilon=1e-8, dtype=dtype, name="layer_norm")
+        if self.layer_norm else None)
+    super().build(input_shape)
+
+  def call(self,
+           states: tf.Tensor,
+           mask: Optional[tf.Tensor] = None,
+           training: Optional[bool] = None,
+           return_attention: bool = False
+          ) -> Union[tf.Tensor, Tuple[tf.Tensor, Dict[str, tf.Tensor]]]:
+    """[batch, length, dim], mask [batch, length] -> [batch, dim] (and the maps, see class)."""
+    mask = readouts.padding_mask(mask, states)
+    level_maps = self._level_attention(self._level_queries(states, mask), states, mask)
+    pooled = self._pool(level_maps, mask)
+    weights = tf.cast(self.attention_dropout(pooled, training=training), states.dtype)
+    values = tf.reshape(self.value_projection(states),
+                        [tf.shape(states)[0], tf.shape(states)[1], self.num_heads, -1])
+    summary = tf.einsum("bht,bthd->bhd", weights, values)  # [batch, heads, dim / heads]
+    summary = tf.reshape(summary, [tf.shape(states)[0], states.shape[-1]])
+    if self.output_norm is not None:
+      summary = self.output_norm(summary)
+    if return_attention:
+      return summary, {"levels": level_maps, "pooled": pooled}
+    return summary
+
+  def _level_queries(self, states: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """The L level queries Q_l [batch, L, dim]."""
+    first, last = readouts.session_bounds(mask)
+    offsets = tf.range(self.num_levels)[None, :]
+    if self.level_selection == "recent":
+      positions = last[:, None] - offsets
+    else:
+      positions = first[:, None] + offsets
+    length = tf.shape(states)[1]
+    inside = (positions >= 0) & (positions < length)
+    positions = tf.clip_by_value(positions, 0, length - 1)
+    inside &= tf.gather(mask, positions, axis=1, batch_dims=1)
+    slots = tf.gather(states, positions, axis=1, batch_dims=1)
+    slots *= tf.cast(inside, states.dtype)[..., None]  # [batch, L, dim], zeros outside the session
+
+    if self.level_aggregation == "sum":
+      groups = tf.unstack(tf.cumsum(slots, axis=1), self.num_levels, axis=1)
+    else:
+      groups = [tf.reshape(slots[:, :level], [tf.shape(slots)[0], level * slots.shape[-1]])
+                for level in range(1, self.num_levels + 1)]
+    queries = tf.stack([project(group) for project, group in zip(self.level_projections, groups)],
+                       axis=1)
+    if self.normalize_queries_over_levels:
+      queries /= tf.norm(queries, axis=1, keepdims=True) + 1e-12
+    return queries
+
+  def _split_heads(self, x: tf.Tensor) -> tf.Tensor:
+    """[batch, n, dim] -> [batch, heads, n, dim / heads] (see `head_split`)."""
+    batch, n = tf.shape(x)[0], tf.shape(x)[1]
+    if self.head_split == "reshape":
+      return tf.reshape(x, [batch, self.num_heads, n, -1])
+    return tf.transpose(tf.reshape(x, [batch, n, self.num_heads, -1]), [0, 2, 1, 3])
+
+  def _map_dtype(self) -> tf.DType:
+    dtype = tf.as_dtype(self.compute_dtype)
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+  def _level_attention(self, queries: tf.Tensor, states: tf.Tensor,
+                       mask: tf.Tensor) -> tf.Tensor:
+    """Per-level attention maps over positions [batch, heads, L, length]."""
+    q = self._split_heads(self.query_projection(queries))
+    k = self._split_heads(self.key_projection(states))
+    logits = tf.cast(tf.einsum("bhld,bhtd->bhlt", q, k), self._map_dtype())
+    if self.attention_scoring == "softmax":
+      logits /= math.sqrt(states.shape[-1] // self.num_heads)
+    else:
+      logits = 2.0 * tf.sigmoid(logits)
+    if self.mask_level_attention:
+      logits = tf.where(mask[:, None, None, :], logits, _MASKED_LOGIT)
+    return tf.nn.softmax(logits, axis=-1)
+
+  def _pool(self, level_maps: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Pools levels and renormalises over valid positions: [batch, heads, L, length] -> [batch,
+    heads, length]."""
+    if self.pooling == "lp":
+      power_sum = tf.reduce_sum(level_maps**self.lp_norm, axis=2)
+      # The floor keeps the gradient of x^(1/p) finite where every level is 0.
+      floor = np.finfo(level_maps.dtype.as_numpy_dtype).tiny
+      pooled = tf.maximum(power_sum, floor)**(1.0 / self.lp_norm)
+    elif self.pooling == "mean":
+      pooled = tf.reduce_mean(level_maps, axis=2)
+    else:
+      pooled = tf.reduce_max(level_maps, axis=2)
+    valid = mask[:, None, :]
+    if self.pooled_normalization == "sum":
+      pooled = tf.where(valid, pooled, 0.0)
+      return tf.math.divide_no_nan(pooled, tf.reduce_sum(pooled, axis=-1, keepdims=True))
+    return tf.nn.softmax(tf.where(valid, 2.0 * pooled, _MASKED_LOGIT), axis=-1)
+
+  def get_config(self) -> Dict[str, Any]:
+    return {
+        **super().get_config(),
+        "num_levels": self.num_levels,
+        "level_aggregation": self.level_aggregation,
+        "level_selection": self.level_selection,
+        "num_heads": self.num_heads,
+        "head_split": self.head_split,
+        "attention_scoring": self.attention_scoring,
+        "mask_level_attention": self.mask_level_attention,
+        "pooling": self.pooling,
+        "lp_norm": self.lp_norm,
+        "pooled_normalization": self.pooled_normalization,
+        "normalize_queries_over_levels": self.normalize_queries_over_levels,
+        "dropout": self.dropout,
+        "layer_norm": self.layer_norm,
+    }
