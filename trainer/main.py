@@ -39,7 +39,6 @@ EXIT_TRAINING_FAILED = 3
 
 
 def _fail(message: str, code: int) -> int:
-  logging.error("%s", message)
   print(f"error: {message}", file=sys.stderr)
   return code
 

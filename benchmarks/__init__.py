@@ -1,0 +1,3 @@
+"""Long-running measurements: each prints its numbers and records them under results/."""
+
+import tfrs_attenmixer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)

@@ -1,0 +1,50 @@
+"""Recording benchmark results: every figure with its command, date, CPU model and thread count."""
+
+import datetime
+import json
+import os
+import platform
+import sys
+from typing import Any, Dict
+
+from data.atomic import atomic_output
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+BENCHMARKS_FILE = os.path.join(RESULTS_DIR, "benchmarks.json")
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as cpuinfo:
+      for line in cpuinfo:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def environment() -> Dict[str, Any]:
+  """Where and how a measurement was made."""
+  return {
+      "command": "python -m " + os.path.splitext(
+          os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(RESULTS_DIR)))[0].replace(
+              os.sep, ".") + " " + " ".join(sys.argv[1:]),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "cpu": cpu_model(),
+      "threads": os.cpu_count(),
+      "load_average_1min": os.getloadavg()[0],
+  }
+
+
+def record(name: str, results: Any) -> None:
+  """Stores `results` under `name` in results/benchmarks.json (other entries are kept)."""
+  os.makedirs(RESULTS_DIR, exist_ok=True)
+  everything = {}
+  if os.path.isfile(BENCHMARKS_FILE):
+    with open(BENCHMARKS_FILE) as existing:
+      everything = json.load(existing)
+  everything[name] = {"environment": environment(), "results": results}
+  with atomic_output(BENCHMARKS_FILE) as temporary:
+    with open(temporary, "w") as out:
+      json.dump(everything, out, indent=1)
