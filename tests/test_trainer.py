@@ -118,6 +118,16 @@ def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path, pre
   assert metrics(run)["test"] == metrics(tmp_path / "uninterrupted")["test"]
 
 
+def test_non_finite_loss_stops_training_naming_the_step(tmp_path, prepared_dir):
+  # A scale of 3e38 makes the logits overflow float32: the loss is not finite at the first step.
+  args = [*SMALL, f"--output_dir={prepared_dir}", f"--run_dir={tmp_path}", "--scale=3e38"]
+  result = run_module("trainer.main", *args)
+  assert result.returncode == 3
+  assert "training loss is nan at epoch 1, step 1 (global step 1)" in result.stderr
+  assert "no checkpoint had been written yet" in result.stderr
+  assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Distribution: the same global batch gives the same training, up to float summation order.
 

@@ -248,10 +248,12 @@ class Trainer:
     for step in progress:
       loss = float(self._train_step(iterator).numpy())
       if not np.isfinite(loss):
+        kept = (f"the last good checkpoint {self.manager.latest_checkpoint} is kept"
+                if self.manager.latest_checkpoint else "no checkpoint had been written yet")
         raise NonFiniteLossError(
             f"training loss is {loss} at epoch {epoch + 1}, step {step + 1} (global step "
-            f"{int(self.optimizer.iterations.numpy())}); the last good checkpoint in "
-            f"{self.manager.directory} is kept. Try a lower --learning_rate.")
+            f"{int(self.optimizer.iterations.numpy())}); nothing after it was saved and {kept}. "
+            "Check --learning_rate and --scale.")
       losses.append(loss)
       if step % 20 == 0:
         progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
