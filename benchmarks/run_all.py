@@ -1,0 +1,81 @@
+r"""`make bench`: runs every benchmark, then renders results/BENCHMARKS.md from benchmarks.json.
+
+    python -m benchmarks.run_all [--only=input_pipeline,train_step] [--render_only]
+
+Each benchmark is its own process (they set TensorFlow options at start-up) and records its
+figures with the command, date, CPU model and thread count (`benchmarks.common.record`).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+from benchmarks import common
+from data.atomic import atomic_output
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("only", [], "Run only these benchmarks (names of BENCHMARKS).")
+flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
+
+# name -> module arguments. Each writes results/benchmarks.json (entry `name`) or its own file.
+BENCHMARKS = {
+    "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
+    "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
+    "index_scale": ["benchmarks.index_scale"],
+}
+BENCHMARKS_MD = os.path.join(common.RESULTS_DIR, "BENCHMARKS.md")
+
+
+def _format(value) -> str:
+  if isinstance(value, float):
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+  return str(value)
+
+
+def render(everything) -> str:
+  lines = ["# Benchmarks", "",
+           "Written by `make bench` (`python -m benchmarks.run_all`) from `benchmarks.json`. "
+           "Speed comparisons are ratios of two things measured in the same process.", ""]
+  for name, entry in everything.items():
+    env = entry["environment"]
+    lines += [f"## {name}", "",
+              f"`{env['command']}` on {env['date']}, CPU {env['cpu']}, {env['threads']} threads, "
+              f"load average {env['load_average_1min']:.1f} at the end.", ""]
+    rows = entry["results"] if isinstance(entry["results"], list) else [entry["results"]]
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))]
+    lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+      lines.append("| " + " | ".join(_format(row[k]) for k in keys) + " |")
+    lines.append("")
+  recall = os.path.join(common.RESULTS_DIR, "serving_index_recall.md")
+  if os.path.isfile(recall):
+    lines += ["## Top-K indexes", "", "See [serving_index_recall.md](serving_index_recall.md) "
+              "(`python -m benchmarks.index_scale`).", ""]
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  if not FLAGS.render_only:
+    for name, command in BENCHMARKS.items():
+      if FLAGS.only and name not in FLAGS.only:
+        continue
+      print(f"== {name}: python -m {' '.join(command)}", flush=True)
+      if subprocess.run([sys.executable, "-m", *command]).returncode != 0:
+        print(f"benchmark {name} failed", file=sys.stderr)
+        return 1
+  with open(common.BENCHMARKS_FILE) as results:
+    everything = json.load(results)
+  with atomic_output(BENCHMARKS_MD) as temporary:
+    with open(temporary, "w") as out:
+      out.write(render(everything))
+  print(f"wrote {BENCHMARKS_MD}")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
