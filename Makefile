@@ -15,6 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 1
 
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?=
+BAZEL_TARGETS ?= //...
 
 .PHONY: install train test bazel-test bench clean
 
@@ -32,10 +33,11 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_FLAGS)
 
+# Offline Bazel 4.2.3; its flags are in .bazelrc, its interpreter is this checkout's .venv.
 bazel-test: $(STAMP)
 	command -v bazel >/dev/null || (apt-get update -qq && apt-get install -y -qq bazel-bootstrap)
-	bazel test //... --spawn_strategy=local --test_output=errors \
-	  --test_env=ATTENMIXER_DATA_DIR=$(ATTENMIXER_DATA_DIR) --test_env=HOME
+	bazel test $(if $(ATTENMIXER_DATA_DIR),--test_env=ATTENMIXER_DATA_DIR=$(ATTENMIXER_DATA_DIR)) \
+	  $(BAZEL_TARGETS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
