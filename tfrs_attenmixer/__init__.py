@@ -32,6 +32,7 @@ _EXPORTS = {
     "model": ["QueryTower", "SessionRetrievalModel", "build_encoder", "build_readout"],
     "readouts": ["LastItemReadout", "MeanReadout", "Readout", "SRGNNAttentionReadout"],
     "session_graph": ["SessionGraph"],  # the function `session_graph` would shadow its module
+    "topk": ["PortableANN", "ScaNN", "build_index", "retrieval_recall"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
