@@ -17,7 +17,6 @@ from data.pipeline import InputConfig, make_dataset, training_steps_per_epoch
 from data.prepare import PrepareConfig, prepare
 from data.prepared import PreparedDataset
 from data.tfrecord import parse_sessions, write_shards
-from data.vocabulary import Vocabulary
 
 
 def reference_examples(sessions, max_length, min_prefix_length):
