@@ -26,6 +26,7 @@ BENCHMARKS = {
     "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
     "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
     "index_scale": ["benchmarks.index_scale"],
+    "serving": ["benchmarks.serving", "--run_dir=/tmp/exp/gowalla_run2"],
 }
 BENCHMARKS_MD = os.path.join(common.RESULTS_DIR, "BENCHMARKS.md")
 

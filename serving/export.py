@@ -2,6 +2,7 @@
 
     python -m serving.export --run_dir=RUN [--export_dir=RUN/export] [--model_name=attenmixer]
         [--index=brute_force|scann|portable_ann] [--version=N] [--index_option=NAME=VALUE ...]
+        [--novalidate] [--push_if_better [--push_metric=mrr_at_20]]
 
 (`--checkpoint_dir` is accepted as another name for `--run_dir`.) The trainer calls
 `export_model` directly at the end of training.
@@ -11,7 +12,9 @@ expects; by default 1 + the largest existing one) with `assets/vocab.txt` (the v
 `assets.extra/tf_serving_warmup_requests` (see `serving.warmup`) and
 `assets.extra/export.json` (index kind and parameters, max_length, catalogue size). A version is
 written into a hidden temporary folder beside it (`.tmp-export-*`, never a number, so a server
-polling the folder ignores it) and renamed into place once complete.
+polling the folder ignores it) and renamed into place once complete, after `serving.push` has
+validated it in a fresh process (and, with `--push_if_better`, found its validation metric not
+worse than the newest version's).
 
 Signatures. Item ids are RAW ids (those of the dataset files), int64; 0 is padding.
 
@@ -61,6 +64,7 @@ import tensorflow as tf
 from data import popularity
 from data.prepared import PreparedDataset
 from data.vocabulary import VOCABULARY_FILE
+from serving import push
 from serving import warmup
 from tfrs_attenmixer import topk
 from tfrs_attenmixer.model import SessionRetrievalModel
@@ -195,6 +199,10 @@ def export_model(model: SessionRetrievalModel,
                  index: str = "brute_force",
                  version: Optional[int] = None,
                  max_length: int = 20,
+                 validate: bool = True,
+                 push_if_better: bool = False,
+                 metrics: Optional[Dict[str, Any]] = None,
+                 push_metric: str = "mrr_at_20",
                  **index_options: Any) -> str:
   """Exports `model` as `<export_base>/<model_name>/<version>/` and returns that path.
 
@@ -208,6 +216,11 @@ def export_model(model: SessionRetrievalModel,
     version: integer version >= 1; default 1 + the largest existing one. An existing version is
       never replaced (`ExportError`).
     max_length: most recent items fed to the query tower (the training `max_length`).
+    validate: validate the version in a fresh process before publishing it (`serving.push`).
+    push_if_better: publish only if the version's `metrics[push_metric]` is not below the
+      newest existing version's (`serving.push`); otherwise `push.PushRefused`.
+    metrics: the run's validation metrics (percent), recorded in `export.json`.
+    push_metric: the metric `push_if_better` compares.
     **index_options: index parameters overriding `topk.default_options`.
   """
   if index not in topk.INDEX_KINDS:
@@ -233,6 +246,8 @@ def export_model(model: SessionRetrievalModel,
               "num_items": model.num_items, "embedding_dim": model.config.embedding_dim,
               "default_k": DEFAULT_K, "dataset": prepared.name,
               "signatures": sorted(module.signatures())}
+  if metrics:
+    metadata[push.METRICS_KEY] = push.numeric_metrics(metrics)
 
   os.makedirs(model_dir, exist_ok=True)
   temporary = tempfile.mkdtemp(dir=model_dir, prefix=_TEMPORARY_PREFIX)
@@ -242,7 +257,8 @@ def export_model(model: SessionRetrievalModel,
     tf.saved_model.save(module, temporary, signatures=module.signatures(), options=save_options)
     _write_extras(temporary, model_name, metadata,
                   warmup.sample_sessions(prepared, raw_ids))
-    path = _publish(temporary, model_dir, version)
+    path = push.publish(temporary, model_dir, version, validate=validate,
+                        push_if_better=push_if_better, push_metric=push_metric)
   finally:
     if os.path.exists(temporary):
       shutil.rmtree(temporary, ignore_errors=True)
@@ -303,11 +319,16 @@ def _define_flags() -> None:
                        "Default: the run's training max_length.")
   flags.DEFINE_multi_string("index_option", [], "Index parameter NAME=VALUE (JSON value), e.g. "
                             "num_leaves_to_search=40; see tfrs_attenmixer.topk.")
+  flags.DEFINE_bool("validate", True, "Validate the version in a fresh process before "
+                    "publishing it (serving.push).")
+  flags.DEFINE_bool("push_if_better", False, "Publish only if the run's validation "
+                    "--push_metric (metrics.json) is not below the newest version's.")
+  flags.DEFINE_string("push_metric", "mrr_at_20", "Validation metric --push_if_better compares.")
 
 
 def main(argv: List[str]) -> int:
   del argv
-  from trainer.run_dir import RunDirError, load_trained_model  # pylint: disable=g-import-not-at-top
+  from trainer.run_dir import METRICS_FILE, RunDirError, load_trained_model  # pylint: disable=g-import-not-at-top
   values = flags.FLAGS
   run_dir = values.run_dir or values.checkpoint_dir
   if not run_dir:
@@ -316,10 +337,16 @@ def main(argv: List[str]) -> int:
     return 2
   try:
     model, prepared, config = load_trained_model(run_dir)
+    metrics = None
+    if os.path.isfile(os.path.join(run_dir, METRICS_FILE)):
+      with open(os.path.join(run_dir, METRICS_FILE)) as stream:
+        metrics = (json.load(stream) or {}).get("valid")
     path = export_model(model, prepared, values.export_dir or os.path.join(run_dir, "export"),
                         model_name=values.model_name, index=values.index,
                         version=values.version,
                         max_length=values.max_length or config.train.max_length,
+                        validate=values.validate, push_if_better=values.push_if_better,
+                        metrics=metrics, push_metric=values.push_metric,
                         **_parse_index_options(values.index_option))
   except (ExportError, RunDirError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
