@@ -115,7 +115,8 @@ def main(argv) -> int:
     from serving.export import export_model  # pylint: disable=g-import-not-at-top
     summary["exports"] = {
         index: export_model(trainer.model, prepared, export_dir, model_name=export_name(index),
-                            index=index, max_length=config.train.max_length)
+                            index=index, max_length=config.train.max_length,
+                            metrics=summary["valid"])
         for index in FLAGS.export_indexes}
   run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.METRICS_FILE), summary)
   table = paper.comparison_table(FLAGS.dataset, FLAGS.variant, summary["test"] or summary["valid"])

@@ -1,0 +1,156 @@
+"""serving.push: exports are validated in a fresh process, and pushed only if not worse."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_module
+from serving import export
+from serving import push
+from serving import testing
+from test_export import MAX_LENGTH, trained  # noqa: F401  (the module fixture, reused)
+from trainer.config import ExperimentConfig, TrainConfig
+
+
+def _leftovers(model_dir):
+  return sorted(name for name in os.listdir(model_dir) if not name.isdigit())
+
+
+@pytest.fixture
+def spy(monkeypatch):
+  """Records the reports of `validate_in_fresh_process`."""
+  reports = []
+  original = push.validate_in_fresh_process
+
+  def recording(*args, **kwargs):
+    reports.append(original(*args, **kwargs))
+    return reports[-1]
+  monkeypatch.setattr(push, "validate_in_fresh_process", recording)
+  return reports
+
+
+def test_good_export_is_validated_in_a_fresh_process_and_published(trained, tmp_path, spy):
+  model, prepared = trained
+  path = export.export_model(model, prepared, str(tmp_path), max_length=MAX_LENGTH,
+                             metrics={"mrr_at_20": 12.5, "hr_at_20": 40.0, "note": "x"})
+  assert path == str(tmp_path / "attenmixer" / "1")
+  [report] = spy
+  assert report.ok, report.reason
+  assert report.requests == 2
+  assert ".tmp-export-" in report.saved_model_dir  # validated before the rename
+  assert _leftovers(tmp_path / "attenmixer") == []
+  assert push.read_metadata(path)[push.METRICS_KEY] == {"mrr_at_20": 12.5, "hr_at_20": 40.0}
+
+
+def test_nan_candidate_is_refused_and_leaves_nothing(trained, tmp_path, spy, monkeypatch):
+  model, prepared = trained
+  base = str(tmp_path)
+  nan_table = tf.fill(tf.shape(model.candidate_embeddings()), np.nan)
+  with monkeypatch.context() as patch:
+    patch.setattr(model, "candidate_embeddings", lambda: nan_table)
+    with pytest.raises(push.PushRefused, match="non-finite scores") as refusal:
+      export.export_model(model, prepared, base, max_length=MAX_LENGTH)
+  assert not refusal.value.report.ok
+  assert os.listdir(tmp_path / "attenmixer") == []  # no version, no temporary folder
+
+
+def test_unknown_ids_and_hangs_fail_validation(tmp_path):
+  # The toy SavedModel returns ids 1..40; its vocabulary says the catalogue is 100..139.
+  version = testing.write_toy_version(str(tmp_path / "toy"), 1)
+  os.makedirs(os.path.join(version, "assets"), exist_ok=True)
+  with open(os.path.join(version, "assets", "vocab.txt"), "w") as out:
+    out.writelines(f"{100 + i}\n" for i in range(testing.NUM_ITEMS))
+  report = push.validate_in_fresh_process(version)
+  assert not report.ok
+  assert "not in the vocabulary" in report.reason
+
+  # A hung validation process is killed: a failure.
+  report = push.validate_in_fresh_process(str(tmp_path / "missing"), timeout_seconds=0.01)
+  assert not report.ok and "timed out" in report.reason
+
+
+def test_validation_allows_only_the_padding_pattern():
+  check = push._check_outputs  # pylint: disable=protected-access
+  specs = {"item_ids": tf.TensorSpec([None, 3], tf.int64),
+           "scores": tf.TensorSpec([None, 3], tf.float32)}
+  vocabulary = {7, 8, 9}
+
+  def outputs(ids, scores):
+    return {"item_ids": np.array([ids], np.int64), "scores": np.array([scores], np.float32)}
+
+  check("r", outputs([7, 8, 0], [2.0, 1.0, -np.inf]), specs, 1, vocabulary, np)
+  for ids, scores, reason in (([7, 8, 0], [2.0, 1.0, 0.5], "item id 0 with a finite score"),
+                              ([7, 8, 9], [2.0, 1.0, -np.inf], "non-finite"),
+                              ([7, 8, 9], [2.0, np.nan, 1.0], "non-finite"),
+                              ([7, 8, 10], [2.0, 1.0, 0.5], "not in the vocabulary")):
+    with pytest.raises(push._Invalid, match=reason):  # pylint: disable=protected-access
+      check("r", outputs(ids, scores), specs, 1, vocabulary, np)
+  with pytest.raises(push._Invalid, match="shape"):  # pylint: disable=protected-access
+    check("r", outputs([7, 8], [2.0, 1.0]), specs, 1, vocabulary, np)
+
+
+class _Log:
+  """Stands for absl.logging in serving.push: keeps the formatted messages."""
+
+  def __init__(self):
+    self.messages = []
+
+  def _keep(self, message, *args):
+    self.messages.append(message % args)
+
+  info = warning = error = _keep
+
+
+def test_push_if_better_compares_with_the_newest_version(trained, tmp_path, monkeypatch):
+  model, prepared = trained
+  base = str(tmp_path)
+  model_dir = tmp_path / "attenmixer"
+
+  def attempt(mrr, **kwargs):
+    return export.export_model(model, prepared, base, max_length=MAX_LENGTH, validate=False,
+                               push_if_better=True, metrics={"mrr_at_20": mrr, "hr_at_20": 50.0},
+                               **kwargs)
+
+  assert attempt(10.25).endswith("/1")  # no existing version: published
+  log = _Log()
+  monkeypatch.setattr(push, "logging", log)
+  with pytest.raises(push.PushRefused, match="worse") as refusal:
+    attempt(9.75)
+  assert (refusal.value.candidate, refusal.value.baseline) == (9.75, 10.25)
+  assert "9.75" in log.messages[-1] and "10.25" in log.messages[-1], log.messages
+  assert "refused" in log.messages[-1]
+  assert sorted(os.listdir(model_dir)) == ["1"]
+
+  assert attempt(10.25).endswith("/2")  # equal: published
+  assert "10.25 >= 10.25" in log.messages[-1] and "publishing" in log.messages[-1]
+  assert export.export_model(model, prepared, base, max_length=MAX_LENGTH, validate=False,
+                             push_if_better=True,
+                             metrics={"mrr_at_20": 11.0, "hr_at_20": 60.0}).endswith("/3")
+  assert "11 >= 10.25" in log.messages[-1]
+  # Another metric is chosen with push_metric.
+  with pytest.raises(push.PushRefused, match="hr_at_20"):
+    attempt(20.0, push_metric="hr_at_20")  # better MRR@20, but HR@20 50 < 60
+  assert sorted(os.listdir(model_dir)) == ["1", "2", "3"]
+
+
+def test_cli_push_if_better_reads_the_run_metrics(trained, tmp_path):
+  model, prepared = trained
+  run_dir = tmp_path / "run"
+  config = ExperimentConfig(model.config, TrainConfig(max_length=MAX_LENGTH))
+  os.makedirs(run_dir / "best")
+  with open(run_dir / "config.json", "w") as out:
+    json.dump({"experiment": config.to_dict(), "prepared_dir": prepared.directory}, out)
+  with open(run_dir / "metrics.json", "w") as out:
+    json.dump({"valid": {"mrr_at_20": 5.5, "hr_at_20": 30.0}, "test": None}, out)
+  tf.train.Checkpoint(model=model).save(str(run_dir / "best" / "ckpt"))
+  base = tmp_path / "exports"
+  export.export_model(model, prepared, str(base), max_length=MAX_LENGTH, validate=False,
+                      metrics={"mrr_at_20": 6.0})
+  result = run_module("serving.export", f"--run_dir={run_dir}", f"--export_dir={base}",
+                      "--novalidate", "--push_if_better", timeout=300)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "5.5" in result.stderr and "6" in result.stderr and "worse" in result.stderr
+  assert sorted(os.listdir(base / "attenmixer")) == ["1"]
