@@ -26,7 +26,8 @@ BENCHMARKS = {
     "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
     "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
     "index_scale": ["benchmarks.index_scale"],
-    "serving": ["benchmarks.serving", "--run_dir=/tmp/exp/gowalla_run2"],
+    # Needs a trained Gowalla run: the run folder of `make train`.
+    "serving": ["benchmarks.serving", "--run_dir=runs/gowalla-attenmixer"],
 }
 BENCHMARKS_MD = os.path.join(common.RESULTS_DIR, "BENCHMARKS.md")
 
