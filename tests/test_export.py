@@ -317,14 +317,19 @@ def test_versions_are_atomic_and_never_replaced(trained, tmp_path, monkeypatch):
   assert export.export_model(model, prepared, base, max_length=MAX_LENGTH).endswith("/8")
 
 
-def test_cli_exports_a_run_folder(trained, tmp_path):
-  model, prepared = trained
-  run_dir = tmp_path / "run"
+def write_run_folder(model, prepared, run_dir):
+  """A run folder as the trainer leaves it: config.json and the selected epoch's checkpoint."""
   config = ExperimentConfig(model.config, TrainConfig(max_length=MAX_LENGTH))
   os.makedirs(run_dir / "best")
   with open(run_dir / "config.json", "w") as out:
     json.dump({"experiment": config.to_dict(), "prepared_dir": prepared.directory}, out)
   tf.train.Checkpoint(model=model).save(str(run_dir / "best" / "ckpt"))
+
+
+def test_cli_exports_a_run_folder(trained, tmp_path):
+  model, prepared = trained
+  run_dir = tmp_path / "run"
+  write_run_folder(model, prepared, run_dir)
   result = run_module("serving.export", f"--checkpoint_dir={run_dir}", "--index=portable_ann",
                       "--index_option=num_partitions_to_search=3", timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

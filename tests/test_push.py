@@ -11,8 +11,7 @@ from conftest import run_module
 from serving import export
 from serving import push
 from serving import testing
-from test_export import MAX_LENGTH, trained  # noqa: F401  (the module fixture, reused)
-from trainer.config import ExperimentConfig, TrainConfig
+from test_export import MAX_LENGTH, trained, write_run_folder  # noqa: F401  (fixture reused)
 
 
 def _leftovers(model_dir):
@@ -139,13 +138,9 @@ def test_push_if_better_compares_with_the_newest_version(trained, tmp_path, monk
 def test_cli_push_if_better_reads_the_run_metrics(trained, tmp_path):
   model, prepared = trained
   run_dir = tmp_path / "run"
-  config = ExperimentConfig(model.config, TrainConfig(max_length=MAX_LENGTH))
-  os.makedirs(run_dir / "best")
-  with open(run_dir / "config.json", "w") as out:
-    json.dump({"experiment": config.to_dict(), "prepared_dir": prepared.directory}, out)
+  write_run_folder(model, prepared, run_dir)
   with open(run_dir / "metrics.json", "w") as out:
     json.dump({"valid": {"mrr_at_20": 5.5, "hr_at_20": 30.0}, "test": None}, out)
-  tf.train.Checkpoint(model=model).save(str(run_dir / "best" / "ckpt"))
   base = tmp_path / "exports"
   export.export_model(model, prepared, str(base), max_length=MAX_LENGTH, validate=False,
                       metrics={"mrr_at_20": 6.0})
