@@ -8,7 +8,7 @@ command line. The effective configuration is written next to the results (`confi
 import dataclasses
 from typing import Any, Dict, Mapping
 
-from data.input_config import SHARD_POLICIES
+from data.input_config import SHARD_POLICIES, InputConfig
 from tfrs_attenmixer.config import VARIANTS, ModelConfig, check_choice
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
@@ -51,13 +51,13 @@ class TrainConfig:
   lr_decay: float = 0.1
   lr_decay_epochs: int = 3
   patience: int = 3
-  max_length: int = 20
+  max_length: int = InputConfig.max_length
   seed: int = 123
   max_steps_per_epoch: int = 0
   checkpoint_every_steps: int = 1000
   eval_batch_size: int = 500
-  shuffle_buffer: int = 100_000
-  shard_policy: str = "auto"
+  shuffle_buffer: int = InputConfig.shuffle_buffer
+  shard_policy: str = InputConfig.shard_policy
   strategy: str = "mirrored"
   num_cpu_devices: int = 0
   mixed_precision: str = "float32"
