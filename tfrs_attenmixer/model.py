@@ -96,6 +96,11 @@ class QueryTower(tf.keras.layers.Layer):
     return {**super().get_config(), "config": self.config.to_dict(), "num_items": self.num_items}
 
 
+def inverse_norms(rows: tf.Tensor) -> tf.Tensor:
+  """`1 / |row|` [rows] of float [rows, dim], as `tf.math.l2_normalize` computes it."""
+  return tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(rows), axis=-1), 1e-12))
+
+
 class SessionRetrievalModel(tfrs.Model):
   """Atten-Mixer (or a baseline, per `ModelConfig`) as a TFRS retrieval model.
 
@@ -164,17 +169,12 @@ class SessionRetrievalModel(tfrs.Model):
     """Loss of a batch `{"items", "target"}`; evaluation also updates the ranking metrics."""
     queries = self.query_tower(inputs["items"], training=training)
     targets = tf.cast(inputs["target"], tf.int32)
-    table = self.encoder.item_table
     if training and self.sampled_loss is not None:
       ids = self.sampled_loss.candidate_ids(targets)
-      candidates = self._item_vectors(tf.gather(table, ids), training=True)
+      candidates = self._item_vectors(tf.gather(self.encoder.item_table, ids), training=True)
       return self.sampled_loss(queries, candidates, ids)
 
-    dtype = self.query_tower.compute_dtype if training else tf.float32
-    candidates = self._item_vectors(table[1:], training=training)
-    logits = self.config.scale * tf.cast(
-        tf.matmul(tf.cast(queries, dtype), tf.cast(candidates, dtype), transpose_b=True),
-        tf.float32)
+    logits = self.catalogue_logits(queries, training=training)
     loss = losses.full_softmax_loss(logits, targets)
     if not training:
       ranks = metrics_lib.target_ranks(logits, targets)
@@ -183,9 +183,29 @@ class SessionRetrievalModel(tfrs.Model):
         loss = tf.identity(loss)
     return loss
 
+  def catalogue_logits(self, queries: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """Scores float32 [batch, N] of session vectors [batch, dim] against the whole catalogue.
+
+    Equal to `scale * queries @ candidate_embeddings().T` (with table dropout in training), but
+    computed the fast way: the product runs over the unsliced, unnormalised table [N + 1, dim]
+    (slicing off the padding row before the product made XLA copy the table) and the row norms
+    are applied to the [batch, N + 1] product instead of the [N + 1, dim] table. Dropout commutes
+    with the row scaling, so `dropout(E / |E|) = dropout(E) / |E|` with the same mask. Training
+    products run in the compute dtype (bfloat16 under mixed precision); evaluation in float32,
+    so that ranks have no ties from rounding.
+    """
+    table = tf.cast(self.encoder.item_table, tf.float32)
+    dtype = self.query_tower.compute_dtype if training else tf.float32
+    rows = self.table_dropout(table, training=training)
+    logits = self.config.scale * tf.cast(
+        tf.matmul(tf.cast(queries, dtype), tf.cast(rows, dtype), transpose_b=True), tf.float32)
+    if self.config.normalize:
+      logits *= inverse_norms(table)
+    return logits[:, 1:]
+
   def _item_vectors(self, rows: tf.Tensor, training: bool) -> tf.Tensor:
     """Candidate vectors from item table rows: normalised (per config), table dropout."""
     rows = tf.cast(rows, tf.float32)
     if self.config.normalize:
-      rows = tf.math.l2_normalize(rows, axis=-1)
+      rows *= inverse_norms(rows)[:, None]
     return self.table_dropout(rows, training=training)

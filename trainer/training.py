@@ -119,6 +119,9 @@ class Trainer:
           decay_rate=cfg.lr_decay, staircase=True)
       # PyTorch's Adam epsilon, as in the authors' code; L2 is added to the gradients below.
       self.optimizer = tf.keras.optimizers.Adam(self.schedule, epsilon=1e-8)
+      # Keras compiles the update only when a GPU is present; on CPU XLA fuses Adam's passes over
+      # the item table too (measured in benchmarks/train_step.py).
+      self.optimizer.jit_compile = cfg.jit_compile
       self.optimizer.build(self.model.trainable_variables)
     # Bookkeeping, identical on every worker: plain local variables (collectives cannot broadcast
     # strings), checkpointed with the rest.
@@ -163,6 +166,8 @@ class Trainer:
       grads = tape.gradient(scaled, variables)
       grads = [tf.convert_to_tensor(g) + l2 * v if l2 else g for g, v in zip(grads, variables)]
       return loss, grads
+
+    self.gradients = gradients  # one replica's loss and gradients (timed by benchmarks/)
 
     def replica_step(batch):
       loss, grads = gradients(batch)
