@@ -3,15 +3,18 @@ r"""Training-step speed against this machine's floor, measured side by side in o
     python -m benchmarks.train_step --dataset=gowalla --batch_sizes=100,512
 
 The floor is the work no implementation of the paper's model can avoid per step (d = 256, full
-softmax over N items): the score product `[B, d] x [d, N]` forward, its two backward products
-(`[B, N] x [N, d]` for the queries and `[N, B] x [B, d]` for the table), and the Adam update of the
-`N x d` item table, each timed as a standalone TensorFlow op sequence in the step's dtype, both
-with TensorFlow's native kernels and compiled by XLA; the faster of the two is the floor (on this
-machine's CPU, native MatMul was about 1.3x faster than XLA's dot for these shapes). The
-trainer's real step (`trainer.training.Trainer`, same data pipeline) is timed in the same process,
-interleaved with the floor, and reported as time per example and as a ratio to the floor.
+softmax over N items): the score product `[B, d] x [d, N]` forward and its two backward products
+(`[B, N] x [N, d]` for the queries and `[N, B] x [B, d]` for the table), plus the Adam update of
+the `N x d` item table. Both parts are timed as standalone TensorFlow op sequences in the step's
+dtype, with TensorFlow's native kernels and compiled by XLA; the floor is the faster products plus
+the faster update. The trainer's real step (`trainer.training.Trainer`, same data pipeline) is
+timed in the same process, interleaved with the floor, and reported as time per example and as a
+ratio to the floor. So is each part of the step on one fixed batch (`step_gradients_ms`: forward
+and backward; `step_query_tower_ms`: the query tower's share of it; `step_update_ms`: the Adam
+update of all variables), which shows where the time beyond the floor goes.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -35,14 +38,17 @@ flags.DEFINE_integer("steps", 30, "Timed steps per repetition.")
 flags.DEFINE_integer("repetitions", 5, "Interleaved repetitions of floor and step (median kept).")
 
 
-def floor_step(batch_size: int, num_items: int, dim: int, dtype, jit_compile: bool) -> Callable:
-  """The unavoidable work of one step, as a function of stock ops (XLA-compiled or not)."""
+def floor_parts(batch_size: int, num_items: int, dim: int, dtype,
+                jit_compile: bool) -> Dict[str, Callable]:
+  """The unavoidable work of one step as stock-op functions: the products and the Adam update."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   table = tf.Variable(tf.random.normal([num_items, dim]), name="table")
   optimizer = tf.keras.optimizers.Adam(1e-3)
+  optimizer.jit_compile = jit_compile
   optimizer.build([table])
   queries = tf.random.normal([batch_size, dim])
   upstream = tf.random.normal([batch_size, num_items])
+  grad = tf.random.normal([num_items, dim])
 
   @tf.function(jit_compile=jit_compile)
   def products():
@@ -50,29 +56,56 @@ def floor_step(batch_size: int, num_items: int, dim: int, dtype, jit_compile: bo
     logits = tf.matmul(q, t, transpose_b=True)               # forward  [B, N]
     grad_queries = tf.matmul(g, t)                           # backward [B, d]
     grad_table = tf.matmul(g, q, transpose_a=True)           # backward [N, d]
-    return logits, grad_queries, tf.cast(grad_table, tf.float32)
+    return logits, grad_queries, grad_table  # whole outputs, so that XLA computes all of them
 
   @tf.function
-  def step():
-    logits, grad_queries, grad_table = products()
-    optimizer.apply_gradients([(grad_table, table)])
-    return tf.reduce_sum(logits[:1, :1]) + tf.reduce_sum(grad_queries[:1, :1])
+  def update():
+    optimizer.apply_gradients([(grad, table)])
+    return table[0, 0]
 
-  return step
+  return {"products": products, "update": update}
 
 
 def time_calls(function: Callable, steps: int) -> float:
   """Seconds per call, after one warm-up call."""
-  function().numpy()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.nest.flatten(function())[0].numpy()
   started = time.perf_counter()
   for _ in range(steps):
     result = function()
-  result.numpy()
+  tf.nest.flatten(result)[0].numpy()
   return (time.perf_counter() - started) / steps
 
 
+def step_parts(trainer, batch) -> Dict[str, Callable]:
+  """The trainer's step split into its parts, on one fixed batch (single replica)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model = trainer.model
+  variables = model.trainable_variables
+  _, fixed_grads = trainer.gradients(batch)
+
+  @tf.function(jit_compile=trainer.train_config.jit_compile)
+  def query_tower():
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(model.query_tower(batch["items"], training=True))
+    grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return loss, [tf.convert_to_tensor(g) for g in grads]
+
+  @tf.function
+  def update():
+    trainer.optimizer.apply_gradients(zip(fixed_grads, variables))
+    return variables[0][0, 0]
+
+  return {"gradients": lambda: trainer.gradients(batch), "query_tower": query_tower,
+          "update": update}
+
+
+def median_ms(times: List[float]) -> float:
+  return 1e3 * statistics.median(times)
+
+
 def measure(batch_size: int) -> Dict:
-  """Median step and floor times (seconds) over interleaved repetitions."""
+  """Step, floor and step-part times over interleaved repetitions (medians)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from trainer.cluster import TaskInfo  # pylint: disable=g-import-not-at-top
   from trainer.strategy import create_strategy  # pylint: disable=g-import-not-at-top
@@ -88,26 +121,32 @@ def measure(batch_size: int) -> Dict:
   iterator = iter(trainer._distributed("train", training=True))  # pylint: disable=protected-access
   step = lambda: trainer._train_step(iterator)  # pylint: disable=protected-access
   dtype = tf.bfloat16 if config.train.mixed_precision == "bfloat16" else tf.float32
-  floors = {jit: floor_step(batch_size, prepared.num_items, config.model.embedding_dim, dtype, jit)
+  floors = {("native", "xla")[jit]: floor_parts(batch_size, prepared.num_items,
+                                                config.model.embedding_dim, dtype, jit)
             for jit in (False, True)}
-  step_times, floor_times = [], []
-  native_times, xla_times = [], []
+  batch = next(iter(trainer._distributed("train", training=True)))  # pylint: disable=protected-access
+  parts = step_parts(trainer, batch)
+  times: Dict[str, List[float]] = collections.defaultdict(list)
   for _ in range(FLAGS.repetitions):
-    step_times.append(time_calls(step, FLAGS.steps))
-    native_times.append(time_calls(floors[False], FLAGS.steps))
-    xla_times.append(time_calls(floors[True], FLAGS.steps))
-    floor_times.append(min(native_times[-1], xla_times[-1]))
-  step_time, floor_time = statistics.median(step_times), statistics.median(floor_times)
+    times["step"].append(time_calls(step, FLAGS.steps))
+    for kind, functions in floors.items():
+      for name, function in functions.items():
+        times[f"floor_{name}_{kind}"].append(time_calls(function, FLAGS.steps))
+    for name, function in parts.items():
+      times[f"step_{name}"].append(time_calls(function, FLAGS.steps))
+  medians = {name: median_ms(values) for name, values in times.items()}
+  floor_products = min(medians["floor_products_native"], medians["floor_products_xla"])
+  floor_update = min(medians["floor_update_native"], medians["floor_update_xla"])
+  floor = floor_products + floor_update
+  step_ms = medians.pop("step")
   return {
       "batch_size": batch_size,
-      "step_ms": 1e3 * step_time,
-      "floor_ms": 1e3 * floor_time,
-      "floor_native_ms": 1e3 * statistics.median(native_times),
-      "floor_xla_ms": 1e3 * statistics.median(xla_times),
-      "ratio": step_time / floor_time,
-      "examples_per_second": batch_size / step_time,
-      "floor_examples_per_second": batch_size / floor_time,
-      "per_repetition_ratios": [s / f for s, f in zip(step_times, floor_times)],
+      "step_ms": step_ms,
+      "floor_ms": floor,
+      "ratio": step_ms / floor,
+      "examples_per_second": 1e3 * batch_size / step_ms,
+      "floor_examples_per_second": 1e3 * batch_size / floor,
+      **{f"{name}_ms": value for name, value in sorted(medians.items())},
       "mixed_precision": config.train.mixed_precision,
       "jit_compile": config.train.jit_compile,
   }
