@@ -11,10 +11,11 @@ Layout: `<export_base>/<model_name>/<version>/` is a SavedModel (integer version
 expects; by default 1 + the largest existing one) with `assets/vocab.txt` (the vocabulary),
 `assets.extra/tf_serving_warmup_requests` (see `serving.warmup`) and
 `assets.extra/export.json` (index kind and parameters, max_length, catalogue size). A version is
-written into a hidden temporary folder beside it (`.tmp-export-*`, never a number, so a server
-polling the folder ignores it) and renamed into place once complete, after `serving.push` has
-validated it in a fresh process (and, with `--push_if_better`, found its validation metric not
-worse than the newest version's).
+written into a hidden temporary folder beside it (`.tmp-export-<pid>-*`, never a number, so a
+server polling the folder ignores it) and renamed into place once complete, after `serving.push`
+has validated it in a fresh process (and, with `--push_if_better`, found its validation metric not
+worse than the newest version's). A temporary folder left by a killed exporter (its process no
+longer exists) is removed by the next export.
 
 Signatures. Item ids are RAW ids (those of the dataset files), int64; 0 is padding.
 
@@ -250,7 +251,8 @@ def export_model(model: SessionRetrievalModel,
     metadata[push.METRICS_KEY] = push.numeric_metrics(metrics)
 
   os.makedirs(model_dir, exist_ok=True)
-  temporary = tempfile.mkdtemp(dir=model_dir, prefix=_TEMPORARY_PREFIX)
+  remove_abandoned_temporaries(model_dir)
+  temporary = tempfile.mkdtemp(dir=model_dir, prefix=f"{_TEMPORARY_PREFIX}{os.getpid()}-")
   try:
     save_options = tf.saved_model.SaveOptions(
         namespace_whitelist=["Scann"] if index == "scann" else None)
@@ -272,6 +274,25 @@ def _write_extras(saved_model_dir: str, model_name: str, metadata: Dict[str, Any
   warmup.write_warmup_requests(saved_model_dir, model_name, sessions)
   with open(os.path.join(saved_model_dir, warmup.EXTRA_ASSETS_DIR, METADATA_FILE), "w") as out:
     json.dump(metadata, out, indent=1, sort_keys=True)
+
+
+def remove_abandoned_temporaries(model_dir: str) -> None:
+  """Deletes the temporary folders of exporters that died (SIGKILL) before finishing."""
+  for name in os.listdir(model_dir):
+    owner = name[len(_TEMPORARY_PREFIX):].split("-", 1)[0]
+    if name.startswith(_TEMPORARY_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+      logging.info("Removing %s, left by exporter process %s that no longer runs", name, owner)
+      shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's live process
+    return True
+  return True
 
 
 def existing_versions(model_dir: str) -> List[int]:

@@ -5,6 +5,7 @@ Every test runs `python -m trainer.main` in real processes on a small synthetic 
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +52,21 @@ def checkpoint_weights(directory):
           if name.startswith("model/") and "ranking_metrics" not in name}
 
 
+def train_once(tmp_path_factory, prepared_dir, name, flags):
+  """A finished reference run in a new folder."""
+  run = tmp_path_factory.mktemp(name)
+  train(run, prepared_dir, *flags)
+  return run
+
+
+def weights_of_both(run, reference):
+  """The latest checkpoint's model variables of `reference` and of `run` (same names)."""
+  expected = checkpoint_weights(reference / "checkpoints")
+  got = checkpoint_weights(run / "checkpoints")
+  assert expected.keys() == got.keys() and len(expected) > 10
+  return expected, got
+
+
 def metrics(run_dir):
   with open(os.path.join(run_dir, "metrics.json")) as f:
     return json.load(f)
@@ -92,30 +108,188 @@ def test_help_explains_every_flag():
 
 
 # ---------------------------------------------------------------------------------------------
-# Fault tolerance: SIGKILL in the middle of an epoch, restart, same final weights.
+# Fault tolerance: SIGKILL at any point, full or read-only disks; a restart gives the same weights.
 
-def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path, prepared_dir):
-  flags = ["--epochs=2", "--checkpoint_every_steps=20"]
-  train(tmp_path / "uninterrupted", prepared_dir, *flags)
+RESUMABLE = ["--epochs=2", "--checkpoint_every_steps=20"]
 
-  run = tmp_path / "killed"
-  process = train(run, prepared_dir, *flags, background=True)
-  # The first epoch has 134 steps: wait for the checkpoint of step 60, then kill at once.
-  deadline = time.time() + 300
-  while not (run / "checkpoints" / "ckpt-60.index").exists():
-    assert process.poll() is None and time.time() < deadline, process.stdout.read()[-3000:]
-    time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  resumed = train(run, prepared_dir, *flags)
-  assert "Resumed from" in resumed.stderr and "epoch 0, step 60 of 134" in resumed.stderr
 
-  expected = checkpoint_weights(tmp_path / "uninterrupted" / "checkpoints")
-  got = checkpoint_weights(run / "checkpoints")
-  assert expected.keys() == got.keys() and len(expected) > 10
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory, prepared_dir):
+  return train_once(tmp_path_factory, prepared_dir, "uninterrupted", RESUMABLE)
+
+
+def assert_same_final_weights(run, reference):
+  """Bit-identical weights and test metrics (training is deterministic on one CPU)."""
+  expected, got = weights_of_both(run, reference)
   for name in expected:
     np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
-  assert metrics(run)["test"] == metrics(tmp_path / "uninterrupted")["test"]
+  assert metrics(run)["test"] == metrics(reference)["test"]
+
+
+def train_until_checkpoint(run, prepared_dir, step):
+  """Starts a RESUMABLE run in the background; returns its process once `ckpt-<step>` exists."""
+  process = train(run, prepared_dir, *RESUMABLE, background=True)
+  deadline = time.time() + 300
+  while not (run / "checkpoints" / f"ckpt-{step}.index").exists():
+    assert process.poll() is None and time.time() < deadline, process.stdout.read()[-3000:]
+    time.sleep(0.01)
+  return process
+
+
+def test_sigkill_mid_epoch_then_resume_gives_bit_identical_weights(tmp_path, prepared_dir,
+                                                                   uninterrupted_run):
+  run = tmp_path / "killed"
+  # The first epoch has 134 steps: wait for the checkpoint of step 60, then kill at once.
+  process = train_until_checkpoint(run, prepared_dir, 60)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  resumed = train(run, prepared_dir, *RESUMABLE)
+  assert "Resumed from" in resumed.stderr and "epoch 0, step 60 of 134" in resumed.stderr
+  assert_same_final_weights(run, uninterrupted_run)
+
+
+# Runs the trainer with a fault injected: SIGKILL of itself at a chosen point of checkpoint
+# writing or export. argv: point, n (the n-th call of the patched function), then trainer flags.
+KILL_AT = """
+import os, signal, sys, threading
+import trainer.main as trainer_main
+from absl import app
+from tensorflow.python.checkpoint import checkpoint_management
+from serving import push
+point, n = sys.argv[1], int(sys.argv[2])
+del sys.argv[1:3]
+calls = []
+kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+def on_nth_call(original, action):
+  def patched(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == n:
+      action()
+    return original(*args, **kwargs)
+  return patched
+if point == "before_state_file":  # data and index written, `checkpoint` not yet pointing at them
+  checkpoint_management.update_checkpoint_state_internal = on_nth_call(
+      checkpoint_management.update_checkpoint_state_internal, kill)
+elif point == "while_writing":  # 5 ms into writing the checkpoint's files
+  checkpoint_management.CheckpointManager.save = on_nth_call(
+      checkpoint_management.CheckpointManager.save, lambda: threading.Timer(0.005, kill).start())
+elif point == "during_export":  # SavedModel written to its temporary folder, not yet published
+  push.publish = on_nth_call(push.publish, kill)
+app.run(trainer_main.main)
+"""
+
+
+def run_with_kill(run, prepared_dir, point, n, *flags):
+  args = [*SMALL, f"--output_dir={prepared_dir}", f"--run_dir={run}", *RESUMABLE, *flags]
+  return subprocess.run([sys.executable, "-c", KILL_AT, point, str(n), *args], cwd=ROOT,
+                        env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                        timeout=600)
+
+
+@pytest.mark.parametrize("point,n", [("before_state_file", 5), ("while_writing", 3),
+                                     ("while_writing", 8)])
+def test_sigkill_while_writing_a_checkpoint_leaves_a_loadable_one(tmp_path, prepared_dir,
+                                                                  uninterrupted_run, point, n):
+  run = tmp_path / "run"
+  killed = run_with_kill(run, prepared_dir, point, n)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert checkpoint_weights(run / "checkpoints")  # the latest checkpoint reads completely
+  resumed = train(run, prepared_dir, *RESUMABLE)
+  assert "Resumed from" in resumed.stderr
+  assert_same_final_weights(run, uninterrupted_run)
+
+
+def test_sigkill_during_export_leaves_no_broken_version(tmp_path, prepared_dir,
+                                                        uninterrupted_run):
+  run = tmp_path / "run"
+  export = ["--export_indexes=brute_force"]
+  killed = run_with_kill(run, prepared_dir, "during_export", 1, *export)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  model_dir = run / "export" / "attenmixer"
+  left = os.listdir(model_dir)
+  assert len(left) == 1 and left[0].startswith(".tmp-export-"), left  # never a version number
+  train(run, prepared_dir, *RESUMABLE, *export)  # the same command again: exports, cleans up
+  assert sorted(os.listdir(model_dir)) == ["1"]
+  assert_same_final_weights(run, uninterrupted_run)
+  from serving import push
+  assert push.validate_saved_model(str(model_dir / "1")).ok
+
+
+# Disk errors need a small or read-only file system: a tmpfs, which only root can mount.
+
+@pytest.fixture
+def tmpfs(tmp_path):
+  """Mounts tmpfs file systems under tmp_path: `mount(name, size, read_only=False)`."""
+  if os.geteuid() != 0:
+    pytest.skip("mounting a tmpfs needs root")
+  mounted = []
+
+  def mount(name, size, read_only=False):
+    point = tmp_path / name
+    point.mkdir()
+    options = f"size={size}" + (",ro" if read_only else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], check=True)
+    mounted.append(point)
+    return point
+
+  yield mount
+  for point in mounted:
+    subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_read_only_run_folder_fails_before_training(tmp_path, prepared_dir, tmpfs):
+  read_only = tmpfs("ro", "1m", read_only=True)
+  started = time.time()
+  result = run_module("trainer.main", *SMALL, f"--output_dir={prepared_dir}",
+                      f"--run_dir={read_only / 'run'}")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert f"cannot write into {read_only / 'run'}: Read-only file system" in result.stderr
+  assert "Traceback" not in result.stderr and time.time() - started < 60
+
+
+def fill(directory, leave_bytes=0):
+  """Fills the file system of `directory` until `leave_bytes` (or nothing) are free."""
+  with open(os.path.join(directory, "filler"), "wb") as out:
+    try:
+      while True:
+        chunk = min(1 << 16, shutil.disk_usage(directory).free - leave_bytes)
+        if chunk <= 0:
+          break
+        out.write(b"\0" * chunk)
+        out.flush()
+    except OSError:  # ENOSPC: the disk is full
+      pass
+
+
+def test_full_disk_before_training_is_reported_with_the_space_needed(tmp_path, prepared_dir,
+                                                                      tmpfs):
+  disk = tmpfs("small", "4m")
+  fill(disk, leave_bytes=64 << 10)
+  result = run_module("trainer.main", *SMALL, f"--output_dir={prepared_dir}",
+                      f"--run_dir={disk / 'run'}")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "MiB free but this run (checkpoints, exports) needs about" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (disk / "run" / "checkpoints").exists()
+
+
+def test_disk_full_during_training_keeps_the_last_checkpoint_and_resumes(
+    tmp_path, prepared_dir, uninterrupted_run, tmpfs):
+  disk = tmpfs("disk", "8m")
+  run = disk / "run"
+  process = train_until_checkpoint(run, prepared_dir, 40)
+  process.send_signal(signal.SIGSTOP)  # fill the disk between two steps
+  fill(disk)
+  process.send_signal(signal.SIGCONT)
+  output = process.communicate(timeout=300)[0]
+  assert process.returncode == 4, output[-3000:]
+  assert "could not write checkpoint" in output and "is intact" in output, output[-3000:]
+  assert "Traceback" not in output
+  assert checkpoint_weights(run / "checkpoints")  # the last good checkpoint still reads
+  os.remove(disk / "filler")
+  resumed = train(run, prepared_dir, *RESUMABLE)
+  assert "Resumed from" in resumed.stderr
+  assert_same_final_weights(run, uninterrupted_run)
 
 
 def test_non_finite_loss_stops_training_naming_the_step(tmp_path, prepared_dir):
@@ -145,15 +319,11 @@ DISTRIBUTED = ["--epochs=1", "--max_steps_per_epoch=60", "--batch_size=64", "--s
 
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory, prepared_dir):
-  run = tmp_path_factory.mktemp("single")
-  train(run, prepared_dir, *DISTRIBUTED)
-  return run
+  return train_once(tmp_path_factory, prepared_dir, "single", DISTRIBUTED)
 
 
 def assert_same_training(run, reference):
-  expected = checkpoint_weights(reference / "checkpoints")
-  got = checkpoint_weights(run / "checkpoints")
-  assert expected.keys() == got.keys()
+  expected, got = weights_of_both(run, reference)
   differences = np.concatenate([np.abs(got[name] - expected[name]).ravel() for name in expected])
   assert differences.max() <= MAX_WEIGHT_DIFFERENCE, differences.max()
   assert differences.mean() <= MEAN_WEIGHT_DIFFERENCE, differences.mean()

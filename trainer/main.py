@@ -36,6 +36,9 @@ flags.DEFINE_list("export_indexes", ["brute_force", "scann", "portable_ann"],
 
 EXIT_CONFIG_ERROR = 2
 EXIT_TRAINING_FAILED = 3
+EXIT_WRITE_FAILED = 4
+# An export holds the item table about three times (variables, index, candidate copy).
+EXPORT_COPIES_OF_WEIGHTS = 3
 
 
 def _fail(message: str, code: int) -> int:
@@ -45,6 +48,22 @@ def _fail(message: str, code: int) -> int:
 
 def export_name(index: str) -> str:
   return "attenmixer" if index == "brute_force" else f"attenmixer_{index}"
+
+
+def check_space(trainer, run_dir: str, export_dir: str) -> None:
+  """Fails before training when the run or export folder cannot hold what the run will write.
+
+  Needed: two training checkpoints (the next one is written before the previous is deleted), the
+  selected epoch's weights, and each export.
+  """
+  weights = sum(v.shape.num_elements() * v.dtype.size for v in trainer.model.variables)
+  exports = EXPORT_COPIES_OF_WEIGHTS * weights * len(FLAGS.export_indexes)
+  run_needs = 2 * trainer.checkpoint_bytes() + weights
+  if FLAGS.export_indexes and os.stat(run_dir).st_dev != os.stat(export_dir).st_dev:
+    run_dir_lib.check_free_space(run_dir, run_needs, "this run's checkpoints")
+    run_dir_lib.check_free_space(export_dir, exports, "this run's exports")
+  else:
+    run_dir_lib.check_free_space(run_dir, run_needs + exports, "this run (checkpoints, exports)")
 
 
 def main(argv) -> int:
@@ -79,15 +98,20 @@ def main(argv) -> int:
   # 3. The run folder: a new run, or the same run resumed.
   record = {"experiment": config.to_dict(), "dataset": FLAGS.dataset, "variant": FLAGS.variant,
             "prepared_dir": os.path.abspath(prepared.directory)}
+  export_dir = FLAGS.export_dir or os.path.join(run_dir, "export")
   try:
     if task.is_chief:
+      run_dir_lib.check_writable(run_dir)
+      if FLAGS.export_indexes:
+        run_dir_lib.check_writable(export_dir)
       run_dir_lib.claim(run_dir, record)
   except run_dir_lib.RunDirError as error:
     return _fail(str(error), EXIT_CONFIG_ERROR)
 
   # 4. Train.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from trainer.training import NonFiniteLossError, Trainer  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from trainer.training import NonFiniteLossError, OutputWriteError, Trainer
   tf.get_logger().setLevel("WARNING")  # TensorFlow's per-checkpoint INFO lines
   strategy = strategy_lib.create_strategy(config.train.strategy)
   logging.info("Training %s on %s (%d items) with %d replica(s); run folder %s", FLAGS.variant,
@@ -95,9 +119,15 @@ def main(argv) -> int:
   started = time.time()
   trainer = Trainer(config, prepared, run_dir, strategy, task)
   try:
+    if task.is_chief:
+      check_space(trainer, run_dir, export_dir)
     trainer.train()
+  except run_dir_lib.RunDirError as error:
+    return _fail(str(error), EXIT_CONFIG_ERROR)
   except NonFiniteLossError as error:
     return _fail(str(error), EXIT_TRAINING_FAILED)
+  except OutputWriteError as error:
+    return _fail(str(error), EXIT_WRITE_FAILED)
   logging.info("Weights fingerprint: %s", trainer.weights_fingerprint())
   if not task.is_chief:
     return 0
@@ -110,15 +140,19 @@ def main(argv) -> int:
                   "steps_per_epoch": trainer.steps_per_epoch,
                   "replicas": strategy.num_replicas_in_sync,
                   "published": paper.published(FLAGS.dataset, FLAGS.variant)})
-  export_dir = FLAGS.export_dir or os.path.join(run_dir, "export")
-  if FLAGS.export_indexes:
-    from serving.export import export_model  # pylint: disable=g-import-not-at-top
-    summary["exports"] = {
-        index: export_model(trainer.model, prepared, export_dir, model_name=export_name(index),
-                            index=index, max_length=config.train.max_length,
-                            metrics=summary["valid"])
-        for index in FLAGS.export_indexes}
-  run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.METRICS_FILE), summary)
+  try:
+    if FLAGS.export_indexes:
+      from serving.export import export_model  # pylint: disable=g-import-not-at-top
+      summary["exports"] = {
+          index: export_model(trainer.model, prepared, export_dir, model_name=export_name(index),
+                              index=index, max_length=config.train.max_length,
+                              metrics=summary["valid"])
+          for index in FLAGS.export_indexes}
+    run_dir_lib.write_json(os.path.join(run_dir, run_dir_lib.METRICS_FILE), summary)
+  except (OSError, tf.errors.OpError) as error:
+    return _fail(f"could not write the results ({run_dir_lib.write_error_reason(error)}); the "
+                 f"training checkpoints in {run_dir} are intact: free space, then rerun the same "
+                 "command to export again", EXIT_WRITE_FAILED)
   table = paper.comparison_table(FLAGS.dataset, FLAGS.variant, summary["test"] or summary["valid"])
   print(f"\nTest metrics of the selected epoch {summary['selected_epoch']} "
         f"(of {summary['epochs_trained']}), in %:\n{table}\n")

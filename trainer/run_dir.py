@@ -10,6 +10,9 @@
 
 import json
 import os
+import re
+import shutil
+import tempfile
 from typing import Any, Dict
 
 from data.atomic import atomic_output
@@ -22,6 +25,43 @@ CHECKPOINT_DIR = "checkpoints"
 
 class RunDirError(ValueError):
   """A run folder is unusable: the message names the folder and what to do."""
+
+
+def check_writable(directory: str) -> None:
+  """Creates `directory` if needed and proves a file can be written, synced and removed there.
+
+  Raises:
+    RunDirError: naming the folder and the system's reason (read-only file system, no space,
+      permission denied).
+  """
+  try:
+    os.makedirs(directory, exist_ok=True)
+    handle, probe = tempfile.mkstemp(dir=directory, prefix=".write-probe-")
+    try:
+      os.write(handle, b"probe")
+      os.fsync(handle)
+    finally:
+      os.close(handle)
+      os.remove(probe)
+  except OSError as error:
+    raise RunDirError(f"cannot write into {directory}: {error.strerror or error}; choose a "
+                      "writable folder (--run_dir / --export_dir)") from error
+
+
+def check_free_space(directory: str, needed_bytes: int, what: str) -> None:
+  """Raises `RunDirError` when the file system of `directory` has less than `needed_bytes` free."""
+  free = shutil.disk_usage(directory).free
+  if free < needed_bytes:
+    raise RunDirError(f"{directory} has {free / 2**20:.1f} MiB free but {what} needs about "
+                      f"{needed_bytes / 2**20:.1f} MiB; free some space or choose another "
+                      "folder")
+
+
+def write_error_reason(error: BaseException) -> str:
+  """The system's reason for a failed write, without TensorFlow's op and function decorations."""
+  reason = getattr(error, "message", None) or str(error)
+  reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)
+  return re.sub(r"\s*\[Op:\w+\]", "", reason).strip()
 
 
 def write_json(path: str, content: Dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from data.pipeline import InputConfig, make_dataset, training_steps_per_epoch
 from data.prepared import PreparedDataset
 from tfrs_attenmixer.model import SessionRetrievalModel
 from trainer.config import ExperimentConfig
-from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR
+from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR, write_error_reason
 from trainer.cluster import TaskInfo
 
 SELECTION_METRIC = "mrr_at_20"
@@ -35,6 +35,10 @@ SELECTION_METRIC = "mrr_at_20"
 
 class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or infinite; the message names the step."""
+
+
+class OutputWriteError(RuntimeError):
+  """A checkpoint could not be written (disk full, read-only, ...); earlier ones are intact."""
 
 
 @dataclasses.dataclass
@@ -68,6 +72,34 @@ def dropout_generators(model: tf.keras.Model) -> List[tf.random.Generator]:
       if random_generator._generator is not None:  # pylint: disable=protected-access
         generators.append(random_generator._generator)  # pylint: disable=protected-access
   return generators
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> None:
+  """`manager.save(number)`; a failed write removes its partial files and raises `OutputWriteError`.
+
+  TensorFlow writes the data and index files first and only then points the `checkpoint` state
+  file at them, so the previous checkpoint stays the one restored whatever happens here.
+  """
+  try:
+    manager.save(checkpoint_number=number)
+  except (tf.errors.OpError, OSError) as error:
+    prefix = os.path.join(manager.directory, f"ckpt-{number}")
+    partials = tf.io.gfile.glob(prefix + "_temp*")
+    if prefix not in manager.checkpoints:  # an earlier save of the same number stays
+      partials += tf.io.gfile.glob(prefix + ".*")
+    for partial in partials:
+      try:
+        if tf.io.gfile.isdir(partial):
+          tf.io.gfile.rmtree(partial)
+        else:
+          tf.io.gfile.remove(partial)
+      except (tf.errors.OpError, OSError):
+        pass
+    kept = (f"the previous checkpoint {manager.latest_checkpoint} is intact and a rerun of the "
+            "same command resumes from it" if manager.latest_checkpoint
+            else "no earlier checkpoint exists")
+    raise OutputWriteError(f"could not write checkpoint {prefix}: {write_error_reason(error)}; "
+                           f"{kept}. Free disk space or fix the folder's permissions.") from error
 
 
 def percentages(metrics: Dict[str, float]) -> Dict[str, float]:
@@ -220,7 +252,12 @@ class Trainer:
                    int(self.step_in_epoch.numpy()), self.steps_per_epoch)
 
   def _save(self) -> None:
-    self.manager.save(checkpoint_number=self.optimizer.iterations)
+    save_checkpoint(self.manager, int(self.optimizer.iterations.numpy()))
+
+  def checkpoint_bytes(self) -> int:
+    """The size of one training checkpoint: every model and optimizer variable."""
+    variables = self.model.variables + self.optimizer.variables
+    return sum(v.shape.num_elements() * v.dtype.size for v in variables)
 
   def weights_fingerprint(self) -> str:
     """A checksum of all weights, to compare the replicas of a distributed run."""
@@ -294,7 +331,7 @@ class Trainer:
                            eval_seconds=time.perf_counter() - started, valid=valid, test=test)
       history = self.history + [record]
       if self._best_epoch(history) == record.epoch:
-        self.best_manager.save(checkpoint_number=record.epoch)
+        save_checkpoint(self.best_manager, record.epoch)
       self._set_history(history)
       self.epoch.assign(epoch + 1)
       self.step_in_epoch.assign(0)
