@@ -26,8 +26,10 @@ BENCHMARKS = {
     "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
     "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
     "index_scale": ["benchmarks.index_scale"],
-    # Needs a trained Gowalla run: the run folder of `make train`.
+    # Need a trained Gowalla run: the run folder of `make train`.
     "serving": ["benchmarks.serving", "--run_dir=runs/gowalla-attenmixer"],
+    # 32 clients, 60 s timed, memory after 10,000 and 100,000 requests (~10 min on 2 cores).
+    "soak": ["benchmarks.soak", "--export=runs/gowalla-attenmixer/export/attenmixer"],
 }
 BENCHMARKS_MD = os.path.join(common.RESULTS_DIR, "BENCHMARKS.md")
 

@@ -19,14 +19,16 @@ the clients and this process share the machine's cores (report: CPU, thread coun
 Writes `<output>.md`, `<output>.json`, and `results/benchmarks.json` entry `serving`.
 """
 
+import itertools
 import json
+import math
 import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import tfrs_attenmixer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
@@ -42,18 +44,6 @@ from benchmarks import common
 from data.atomic import atomic_output
 from data.tfrecord import parse_sessions
 
-flags.DEFINE_string("run_dir", None, "Run folder of a trained (Gowalla) model.")
-flags.DEFINE_string("export_dir", None, "Export base folder to use or fill; default: a temporary "
-                    "folder, deleted at the end.")
-flags.DEFINE_list("indexes", ["brute_force", "scann", "portable_ann"], "Indexes to export and serve.")
-flags.DEFINE_list("clients", ["1", "8", "32"], "Numbers of concurrent gRPC clients.")
-flags.DEFINE_list("batch_sizes", ["1", "64"], "Sessions per request.")
-flags.DEFINE_float("duration_seconds", 5.0, "Duration of each (batch size, clients) cell.")
-flags.DEFINE_float("in_process_seconds", 3.0, "Time spent timing each in-process batch size.")
-flags.DEFINE_integer("num_sessions", 2048, "Test sessions sampled for the requests.")
-flags.DEFINE_string("output", os.path.join(common.RESULTS_DIR, "serving_benchmark"),
-                    "Output path without extension.")
-flags.mark_flag_as_required("run_dir")
 FLAGS = flags.FLAGS
 
 TARGETS = ("in-process batch-1 top-20 < 1 ms (brute force, 29,510 items); gRPC p50 < 3 ms and "
@@ -118,8 +108,16 @@ def in_process(saved_model_dir: str, batches: Dict[int, List[np.ndarray]],
 
 
 def load_test(address: str, model_name: str, requests: List[Any], num_clients: int,
-              seconds: float) -> Dict[str, Any]:
-  """`num_clients` threads, each with its own channel, sending `requests` round robin."""
+              seconds: Optional[float] = None,
+              max_requests: Optional[int] = None) -> Dict[str, Any]:
+  """`num_clients` threads, each with its own channel, sending `requests` round robin.
+
+  Each channel first sends one untimed request (to connect). The timed load stops after
+  `seconds`, or once `max_requests` requests (answered or failed) are sent, whichever comes first.
+  """
+  del model_name  # in the requests
+  if seconds is None and max_requests is None:
+    raise ValueError("load_test needs seconds or max_requests")
   from serving import client as serving_client  # pylint: disable=g-import-not-at-top
   channels = [serving_client.channel(address) for _ in range(num_clients)]
   stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels]
@@ -129,16 +127,19 @@ def load_test(address: str, model_name: str, requests: List[Any], num_clients: i
   failures = [0] * num_clients
   errors = []
   start_barrier = threading.Barrier(num_clients + 1)
+  tickets = itertools.count()  # the index of each request sent (next() is atomic in CPython)
+  limit = math.inf if max_requests is None else max_requests
   timing = {}
 
   def worker(index):
     stub, mine = stubs[index], latencies[index]
-    i = index
     start_barrier.wait()
     deadline = timing["deadline"]
     while time.perf_counter() < deadline:
-      request = requests[i % len(requests)]
-      i += num_clients
+      ticket = next(tickets)
+      if ticket >= limit:
+        break
+      request = requests[ticket % len(requests)]
       started = time.perf_counter()
       try:
         stub.Predict(request, timeout=30)
@@ -152,7 +153,7 @@ def load_test(address: str, model_name: str, requests: List[Any], num_clients: i
   threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(num_clients)]
   for thread in threads:
     thread.start()
-  timing["deadline"] = time.perf_counter() + seconds
+  timing["deadline"] = math.inf if seconds is None else time.perf_counter() + seconds
   started = time.perf_counter()
   start_barrier.wait()
   for thread in threads:
@@ -182,6 +183,26 @@ def ensure_export(model, prepared, config, export_base: str, index: str) -> str:
   return path
 
 
+def start_server(model_base_path: str, model_name: str, log_dir: str):
+  """`python -m serving.server` (gRPC only, no polling) serving `model_base_path` as `model_name`.
+
+  Returns the `serving.testing.ServerProcess` once a version is available (its log in `log_dir`);
+  stops the server if none becomes available.
+  """
+  from serving import client as serving_client  # pylint: disable=g-import-not-at-top
+  from serving import testing  # pylint: disable=g-import-not-at-top
+  server = testing.ServerProcess(log_dir, f"--model_name={model_name}",
+                                 f"--model_base_path={model_base_path}",
+                                 "--file_system_poll_wait_seconds=0", rest=False)
+  try:
+    with serving_client.channel(server.address) as channel:
+      server.wait_until_available(model_name, channel, timeout=300)
+  except BaseException:
+    server.stop()
+    raise
+  return server
+
+
 def benchmark_index(index: str, saved_model_dir: str, batches: Dict[int, List[np.ndarray]],
                     clients: List[int], log_dir: str) -> List[Dict[str, Any]]:
   from serving import testing  # pylint: disable=g-import-not-at-top
@@ -193,14 +214,9 @@ def benchmark_index(index: str, saved_model_dir: str, batches: Dict[int, List[np
           f"p99 {values['p99_ms']:.3f} ms ({values['calls']} calls); session_embedding only: "
           f"p50 {values['embedding_p50_ms']:.3f} ms", flush=True)
   model_name = os.path.basename(os.path.dirname(saved_model_dir))
-  server = testing.ServerProcess(log_dir, f"--model_name={model_name}",
-                                 f"--model_base_path={os.path.dirname(saved_model_dir)}",
-                                 "--file_system_poll_wait_seconds=0", rest=False)
+  server = start_server(os.path.dirname(saved_model_dir), model_name, log_dir)
   rows = []
   try:
-    from serving import client as serving_client  # pylint: disable=g-import-not-at-top
-    with serving_client.channel(server.address) as channel:
-      server.wait_until_available(model_name, channel, timeout=300)
     for batch_size, inputs in batches.items():
       requests = [testing.predict_request(model_name, batch) for batch in inputs]
       for num_clients in clients:
@@ -225,14 +241,20 @@ def benchmark_index(index: str, saved_model_dir: str, batches: Dict[int, List[np
   return rows
 
 
+def environment_lines(env: Dict[str, Any], load_average_start: float) -> List[str]:
+  """A report's lines on the command and the machine (`env`: `common.environment()` at the end)."""
+  return [
+      f"Command: `{env['command']}`", "",
+      f"Date {env['date']}, CPU {env['cpu']}, {env['threads']} hardware threads, load average "
+      f"(1 min) {load_average_start:.2f} at the start and {env['load_average_1min']:.2f} "
+      "at the end."]
+
+
 def write_report(output: str, rows: List[Dict[str, Any]], env: Dict[str, Any],
                  info: Dict[str, Any]) -> None:
   lines = [
       "# Serving benchmark: gRPC (`serving.server`) against in-process calls", "",
-      f"Command: `{env['command']}`", "",
-      f"Date {env['date']}, CPU {env['cpu']}, {env['threads']} hardware threads, load average "
-      f"(1 min) {info['load_average_start']:.2f} at the start and {env['load_average_1min']:.2f} "
-      "at the end.", "",
+      *environment_lines(env, info["load_average_start"]), "",
       f"Model: `{info['run_dir']}` ({info['dataset']}, {info['num_items']:,} items, top-20 "
       f"`serving_default`). Requests: the first {info['num_sessions']} test sessions (their last "
       f"{info['max_length']} items, raw ids), grouped into batches, sent round robin. "
@@ -299,6 +321,23 @@ def target_checks(rows: List[Dict[str, Any]]) -> List[str]:
   return checks
 
 
+def _define_flags() -> None:
+  """The flags of the command line (defined when run, so other benchmarks can import this)."""
+  flags.DEFINE_string("run_dir", None, "Run folder of a trained (Gowalla) model.")
+  flags.DEFINE_string("export_dir", None, "Export base folder to use or fill; default: a temporary "
+                      "folder, deleted at the end.")
+  flags.DEFINE_list("indexes", ["brute_force", "scann", "portable_ann"],
+                    "Indexes to export and serve.")
+  flags.DEFINE_list("clients", ["1", "8", "32"], "Numbers of concurrent gRPC clients.")
+  flags.DEFINE_list("batch_sizes", ["1", "64"], "Sessions per request.")
+  flags.DEFINE_float("duration_seconds", 5.0, "Duration of each (batch size, clients) cell.")
+  flags.DEFINE_float("in_process_seconds", 3.0, "Time spent timing each in-process batch size.")
+  flags.DEFINE_integer("num_sessions", 2048, "Test sessions sampled for the requests.")
+  flags.DEFINE_string("output", os.path.join(common.RESULTS_DIR, "serving_benchmark"),
+                      "Output path without extension.")
+  flags.mark_flag_as_required("run_dir")
+
+
 def main(argv: List[str]) -> int:
   del argv
   from serving import export  # pylint: disable=g-import-not-at-top
@@ -340,4 +379,5 @@ def main(argv: List[str]) -> int:
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
