@@ -1,6 +1,7 @@
 r"""Training-step speed against this machine's floor, measured side by side in one process.
 
-    python -m benchmarks.train_step --dataset=gowalla --batch_sizes=100,512
+    python -m benchmarks.train_step --dataset=gowalla --batch_sizes=100,512 \
+        [--variants=default,table_dropout=0,jit_compile=false,mixed_precision=bfloat16]
 
 The floor is the work no implementation of the paper's model can avoid per step (d = 256, full
 softmax over N items): the score product `[B, d] x [d, N]` forward and its two backward products
@@ -11,7 +12,9 @@ the faster update. The trainer's real step (`trainer.training.Trainer`, same dat
 timed in the same process, interleaved with the floor, and reported as time per example and as a
 ratio to the floor. So is each part of the step on one fixed batch (`step_gradients_ms`: forward
 and backward; `step_query_tower_ms`: the query tower's share of it; `step_update_ms`: the Adam
-update of all variables), which shows where the time beyond the floor goes.
+update of all variables), which shows where the time beyond the floor goes. Each `--variants`
+entry (an option changed over the flags' configuration) is timed the same way, against its own
+floor, so the effect of XLA, bfloat16 or the table dropout is a ratio from one process.
 """
 
 import collections
@@ -34,6 +37,10 @@ from trainer import flags as trainer_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("batch_sizes", ["100", "512"], "Batch sizes to measure.")
+flags.DEFINE_list("variants", ["default", "table_dropout=0", "jit_compile=false",
+                                "mixed_precision=bfloat16"],
+                  "Configurations to time, each `default` or `option=value[+option=value]` over "
+                  "the flags' configuration; the step's parts are timed for the first.")
 flags.DEFINE_integer("steps", 30, "Timed steps per repetition.")
 flags.DEFINE_integer("repetitions", 5, "Interleaved repetitions of floor and step (median kept).")
 
@@ -104,17 +111,36 @@ def median_ms(times: List[float]) -> float:
   return 1e3 * statistics.median(times)
 
 
-def measure(batch_size: int) -> Dict:
-  """Step, floor and step-part times over interleaved repetitions (medians)."""
+def apply_overrides(config, variant: str):
+  """`config` with a variant's `option=value[+option=value]` changes (`default`: none)."""
+  if variant == "default":
+    return config
+  changes = {"model": {}, "train": {}}
+  for assignment in variant.split("+"):
+    name, _, text = assignment.partition("=")
+    part = next((p for p in changes if hasattr(getattr(config, p), name)), None)
+    if part is None:
+      raise ValueError(f"--variants: {name!r} is not a model or training option")
+    current = getattr(getattr(config, part), name)
+    value = (text.lower() in ("1", "true") if isinstance(current, bool)
+             else type(current)(text))
+    changes[part][name] = value
+  return dataclasses.replace(config, model=dataclasses.replace(config.model, **changes["model"]),
+                             train=dataclasses.replace(config.train, **changes["train"]))
+
+
+def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
+  """Step and floor times (and the step's parts) over interleaved repetitions (medians)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from trainer.cluster import TaskInfo  # pylint: disable=g-import-not-at-top
   from trainer.strategy import create_strategy  # pylint: disable=g-import-not-at-top
   from trainer.training import Trainer  # pylint: disable=g-import-not-at-top
   prepared = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
                      data_dir=registry.resolve_data_dir(FLAGS.data_dir))
-  config = trainer_flags.config_from_flags()
+  config = apply_overrides(trainer_flags.config_from_flags(), variant)
   config = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                   batch_size=batch_size))
+  tf.keras.mixed_precision.set_global_policy("float32")  # a previous variant may have changed it
   run_dir = os.path.join(FLAGS.output_dir, f".bench-run-{batch_size}")
   trainer = Trainer(config, prepared, run_dir, create_strategy(config.train.strategy),
                     TaskInfo("worker", 0, 1, True))
@@ -124,8 +150,10 @@ def measure(batch_size: int) -> Dict:
   floors = {("native", "xla")[jit]: floor_parts(batch_size, prepared.num_items,
                                                 config.model.embedding_dim, dtype, jit)
             for jit in (False, True)}
-  batch = next(iter(trainer._distributed("train", training=True)))  # pylint: disable=protected-access
-  parts = step_parts(trainer, batch)
+  parts = {}
+  if with_parts:
+    batch = next(iter(trainer._distributed("train", training=True)))  # pylint: disable=protected-access
+    parts = step_parts(trainer, batch)
   times: Dict[str, List[float]] = collections.defaultdict(list)
   for _ in range(FLAGS.repetitions):
     times["step"].append(time_calls(step, FLAGS.steps))
@@ -140,6 +168,7 @@ def measure(batch_size: int) -> Dict:
   floor = floor_products + floor_update
   step_ms = medians.pop("step")
   return {
+      "variant": variant,
       "batch_size": batch_size,
       "step_ms": step_ms,
       "floor_ms": floor,
@@ -147,17 +176,16 @@ def measure(batch_size: int) -> Dict:
       "examples_per_second": 1e3 * batch_size / step_ms,
       "floor_examples_per_second": 1e3 * batch_size / floor,
       **{f"{name}_ms": value for name, value in sorted(medians.items())},
-      "mixed_precision": config.train.mixed_precision,
-      "jit_compile": config.train.jit_compile,
   }
 
 
 def main(argv):
   del argv
-  results: List[Dict] = [measure(int(b)) for b in FLAGS.batch_sizes]
+  results: List[Dict] = [measure(int(b), variant, with_parts=variant == FLAGS.variants[0])
+                         for variant in FLAGS.variants for b in FLAGS.batch_sizes]
   for r in results:
-    logging.info("batch %d: step %.1f ms, floor %.1f ms, ratio %.2f, %.0f examples/s",
-                 r["batch_size"], r["step_ms"], r["floor_ms"], r["ratio"],
+    logging.info("%s, batch %d: step %.1f ms, floor %.1f ms, ratio %.2f, %.0f examples/s",
+                 r["variant"], r["batch_size"], r["step_ms"], r["floor_ms"], r["ratio"],
                  r["examples_per_second"])
   print(json.dumps(results, indent=1))
   common.record("train_step", results)
