@@ -107,6 +107,36 @@ def in_process(saved_model_dir: str, batches: Dict[int, List[np.ndarray]],
   return results
 
 
+def brute_force_floor(num_items: int, dim: int, batch_sizes: List[int],
+                      seconds: float) -> Dict[int, float]:
+  """p50 ms of exact top-20 over an `[num_items, dim]` float32 table, nothing else.
+
+  The unavoidable work of a brute-force query: one `[batch, dim] x [dim, N]` product (for small
+  batches, reading the whole table from memory) and a top-k over N scores; the faster of
+  TensorFlow's native kernels and XLA.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  table = tf.Variable(tf.math.l2_normalize(tf.random.normal([num_items, dim]), axis=-1))
+  floors = {}
+  for batch_size in batch_sizes:
+    queries = tf.math.l2_normalize(tf.random.normal([batch_size, dim]), axis=-1)
+    medians = []
+    for jit_compile in (False, True):
+      search = tf.function(
+          lambda q: tf.math.top_k(tf.matmul(q, table, transpose_b=True), 20).indices,
+          jit_compile=jit_compile)
+      search(queries).numpy()
+      latencies = []
+      deadline = time.perf_counter() + seconds / 2
+      while time.perf_counter() < deadline or len(latencies) < 50:
+        started = time.perf_counter()
+        search(queries).numpy()
+        latencies.append(time.perf_counter() - started)
+      medians.append(percentile_ms(latencies, 50))
+    floors[batch_size] = min(medians)
+  return floors
+
+
 def load_test(address: str, model_name: str, requests: List[Any], num_clients: int,
               seconds: Optional[float] = None,
               max_requests: Optional[int] = None) -> Dict[str, Any]:
@@ -241,6 +271,14 @@ def benchmark_index(index: str, saved_model_dir: str, batches: Dict[int, List[np
   return rows
 
 
+def add_floor(rows: List[Dict[str, Any]], floors: Dict[int, float]) -> None:
+  """Adds each row's brute-force floor and the in-process latency's ratio to it."""
+  for row in rows:
+    floor = floors[row["batch_size"]]
+    row["brute_force_floor_p50_ms"] = floor
+    row["in_process_over_floor"] = row["in_process_p50_ms"] / floor
+
+
 def environment_lines(env: Dict[str, Any], load_average_start: float) -> List[str]:
   """A report's lines on the command and the machine (`env`: `common.environment()` at the end)."""
   return [
@@ -269,17 +307,20 @@ def write_report(output: str, rows: List[Dict[str, Any]], env: Dict[str, Any],
       "server with dedicated cores. Overhead = p50(server, 1 client) / p50(in-process). "
       "The in-process figure is the whole `serving_default` call (query tower + top-20 index + "
       "id mapping); `embedding p50` is the `session_embedding` signature alone (query tower "
-      "only), so their difference is about the index's share. Load = 1-minute load average "
-      "right after the cell.", "",
+      "only), so their difference is about the index's share. Floor = exact top-20 of a "
+      "random table of the same shape, `top_k(matmul)` alone (faster of native and XLA): for "
+      "small batches it is the time to read the float32 table from memory, which bounds any "
+      "brute-force search. Load = 1-minute load average right after the cell.", "",
       f"Targets (issue 6, point 7): {TARGETS}.", "",
       "| index | batch | clients | in-process p50 ms | in-process p99 ms | embedding p50 ms | "
-      "gRPC p50 ms | gRPC p99 ms | requests/s | sessions/s | failures | overhead (p50 ratio) | "
-      "load |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "floor p50 ms | in-process / floor | gRPC p50 ms | gRPC p99 ms | requests/s | sessions/s | "
+      "failures | overhead (p50 ratio) | load |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
         f"| {r['index']} | {r['batch_size']} | {r['clients']} | {r['in_process_p50_ms']:.3f} | "
         f"{r['in_process_p99_ms']:.3f} | {r['in_process_embedding_p50_ms']:.3f} | "
+        f"{r['brute_force_floor_p50_ms']:.3f} | {r['in_process_over_floor']:.2f} | "
         f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
         f"{r['requests_per_second']:,.0f} | {r['sessions_per_second']:,.0f} | {r['failures']} | "
         f"{r['server_overhead_p50_ratio']:.1f}x | {r['load_average_1min']:.1f} |")
@@ -357,6 +398,8 @@ def main(argv: List[str]) -> int:
              for index in FLAGS.indexes}
     for index in FLAGS.indexes:
       rows += benchmark_index(index, paths[index], batches, clients, log_dir)
+    add_floor(rows, brute_force_floor(model.num_items, config.model.embedding_dim, batch_sizes,
+                                      FLAGS.in_process_seconds))
   finally:
     if not FLAGS.export_dir:
       shutil.rmtree(export_base, ignore_errors=True)
