@@ -1,6 +1,7 @@
 r"""`make bench`: runs every benchmark, then renders results/BENCHMARKS.md from benchmarks.json.
 
     python -m benchmarks.run_all [--only=input_pipeline,train_step] [--render_only]
+        [--run_dir=runs/gowalla-attenmixer]
 
 Each benchmark is its own process (they set TensorFlow options at start-up) and records its
 figures with the command, date, CPU model and thread count (`benchmarks.common.record`).
@@ -18,19 +19,27 @@ from benchmarks import common
 from data.atomic import atomic_output
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("only", [], "Run only these benchmarks (names of BENCHMARKS).")
+flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, "
+                  "index_scale, serving, soak).")
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
+flags.DEFINE_string("run_dir", "runs/gowalla-attenmixer", "A trained Gowalla run folder (that of "
+                    "`make train`, or runs/gowalla-attenmixer-full of benchmarks.full_run) for "
+                    "the serving and soak benchmarks.")
 
-# name -> module arguments. Each writes results/benchmarks.json (entry `name`) or its own file.
-BENCHMARKS = {
-    "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
-    "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
-    "index_scale": ["benchmarks.index_scale"],
-    # Need a trained Gowalla run: the run folder of `make train`.
-    "serving": ["benchmarks.serving", "--run_dir=runs/gowalla-attenmixer"],
-    # 32 clients, 60 s timed, memory after 10,000 and 100,000 requests (~10 min on 2 cores).
-    "soak": ["benchmarks.soak", "--export=runs/gowalla-attenmixer/export/attenmixer"],
-}
+
+
+def benchmarks(run_dir: str):
+  """name -> module arguments. Each records entry `name` in results/benchmarks.json."""
+  return {
+      "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
+      "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
+      "index_scale": ["benchmarks.index_scale"],
+      # These two need a trained Gowalla run (--run_dir).
+      "serving": ["benchmarks.serving", f"--run_dir={run_dir}"],
+      # 32 clients, 60 s timed, memory after 10,000 and 100,000 requests (~10 min on 2 cores).
+      "soak": ["benchmarks.soak", f"--export={run_dir}/export/attenmixer"],
+  }
+
 BENCHMARKS_MD = os.path.join(common.RESULTS_DIR, "BENCHMARKS.md")
 
 
@@ -50,10 +59,11 @@ def render(everything) -> str:
               f"`{env['command']}` on {env['date']}, CPU {env['cpu']}, {env['threads']} threads, "
               f"load average {env['load_average_1min']:.1f} at the end.", ""]
     rows = entry["results"] if isinstance(entry["results"], list) else [entry["results"]]
-    keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))]
+    keys = list(dict.fromkeys(k for row in rows for k, v in row.items()
+                              if not isinstance(v, (list, dict))))
     lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-      lines.append("| " + " | ".join(_format(row[k]) for k in keys) + " |")
+      lines.append("| " + " | ".join(_format(row[k]) if k in row else "" for k in keys) + " |")
     lines.append("")
   recall = os.path.join(common.RESULTS_DIR, "serving_index_recall.md")
   if os.path.isfile(recall):
@@ -65,7 +75,7 @@ def render(everything) -> str:
 def main(argv):
   del argv
   if not FLAGS.render_only:
-    for name, command in BENCHMARKS.items():
+    for name, command in benchmarks(FLAGS.run_dir).items():
       if FLAGS.only and name not in FLAGS.only:
         continue
       print(f"== {name}: python -m {' '.join(command)}", flush=True)
