@@ -11,8 +11,10 @@ dtype, with TensorFlow's native kernels and compiled by XLA; the floor is the fa
 the faster update. The trainer's real step (`trainer.training.Trainer`, same data pipeline) is
 timed in the same process, interleaved with the floor, and reported as time per example and as a
 ratio to the floor. So is each part of the step on one fixed batch (`step_gradients_ms`: forward
-and backward; `step_query_tower_ms`: the query tower's share of it; `step_update_ms`: the Adam
-update of all variables), which shows where the time beyond the floor goes. Each `--variants`
+and backward; `step_query_tower_ms`: the query tower's share of it; `step_scoring_ms`: the
+catalogue scoring and loss's share, also without the table dropout and as a plain product without
+normalisation; `step_update_ms`: the Adam update of all variables), which shows where the time
+beyond the floor goes. Each `--variants`
 entry (an option changed over the flags' configuration) is timed the same way, against its own
 floor, so the effect of XLA, bfloat16 or the table dropout is a ratio from one process.
 """
@@ -87,6 +89,7 @@ def time_calls(function: Callable, steps: int) -> float:
 def step_parts(trainer, batch) -> Dict[str, Callable]:
   """The trainer's step split into its parts, on one fixed batch (single replica)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfrs_attenmixer import losses  # pylint: disable=g-import-not-at-top
   model = trainer.model
   variables = model.trainable_variables
   _, fixed_grads = trainer.gradients(batch)
@@ -103,8 +106,30 @@ def step_parts(trainer, batch) -> Dict[str, Callable]:
     trainer.optimizer.apply_gradients(zip(fixed_grads, variables))
     return variables[0][0, 0]
 
-  return {"gradients": lambda: trainer.gradients(batch), "query_tower": query_tower,
-          "update": update}
+  queries = tf.Variable(tf.math.l2_normalize(model.query_tower(batch["items"]), axis=-1))
+  table = model.encoder.item_table
+  targets = tf.cast(batch["target"], tf.int32)
+
+  def scoring(logits_fn):
+    """Forward and backward of the catalogue loss alone, from fixed session vectors."""
+    @tf.function(jit_compile=trainer.train_config.jit_compile)
+    def forward_backward():
+      with tf.GradientTape() as tape:
+        loss = losses.full_softmax_loss(logits_fn(), targets)
+      return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, [queries, table])]
+    return forward_backward
+
+  return {
+      "gradients": lambda: trainer.gradients(batch),
+      "query_tower": query_tower,
+      "update": update,
+      # The scoring's share of `gradients`, and what normalisation and table dropout add to it.
+      "scoring": scoring(lambda: model.catalogue_logits(queries, training=True)),
+      "scoring_without_table_dropout": scoring(
+          lambda: model.catalogue_logits(queries, training=False)),
+      "scoring_plain": scoring(
+          lambda: model.config.scale * tf.matmul(queries, table, transpose_b=True)[:, 1:]),
+  }
 
 
 def median_ms(times: List[float]) -> float:
