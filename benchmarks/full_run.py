@@ -8,14 +8,12 @@ log to `results/<dataset>/<variant>/`, beside a `command.txt` holding the exact 
 """
 
 import os
-import shutil
-import subprocess
-import sys
 
 from absl import app
 from absl import flags
 
 from benchmarks import common
+from benchmarks import trainer_runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "gowalla", "Dataset (a key of data.registry.DATASETS).")
@@ -24,28 +22,15 @@ flags.DEFINE_string("runs_dir", "runs", "Where run folders are kept.")
 
 
 def main(argv):
-  extra = argv[1:]
   name = f"{FLAGS.dataset}-{FLAGS.variant}-full"
   run_dir = os.path.join(FLAGS.runs_dir, name)
   log_path = os.path.join(FLAGS.runs_dir, f"{name}.log")
-  command = [sys.executable, "-m", "trainer.main", f"--dataset={FLAGS.dataset}",
-             f"--variant={FLAGS.variant}", f"--run_dir={run_dir}", *extra]
-  os.makedirs(FLAGS.runs_dir, exist_ok=True)
-  with open(log_path, "a") as log:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    for line in process.stdout:
-      sys.stdout.write(line)
-      log.write(line)
-    if process.wait() != 0:
-      return process.returncode
+  code = trainer_runs.run_trainer([f"--dataset={FLAGS.dataset}", f"--variant={FLAGS.variant}",
+                                   f"--run_dir={run_dir}", *argv[1:]], log_path)
+  if code:
+    return code
   destination = os.path.join(common.RESULTS_DIR, FLAGS.dataset, FLAGS.variant)
-  os.makedirs(destination, exist_ok=True)
-  for source in (os.path.join(run_dir, "metrics.json"), os.path.join(run_dir, "config.json"),
-                 log_path):
-    shutil.copy(source, os.path.join(destination, os.path.basename(source)))
-  with open(os.path.join(destination, "command.txt"), "w") as out:
-    out.write(common.environment()["command"] + "\n")
+  trainer_runs.copy_artefacts(run_dir, log_path, destination, common.environment()["command"])
   print(f"results copied to {destination}")
   return 0
 

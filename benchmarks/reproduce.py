@@ -1,0 +1,525 @@
+r"""Reproduces a table or figure of the Atten-Mixer paper: trains its rows, writes ours beside it.
+
+    python -m benchmarks.reproduce --table=2|3|4|fig5|fig7|other [--protocol=full|short] \
+        [--short_epochs=1] [--seeds=1,2,3] [--rows=gowalla-attenmixer,...] \
+        [--dataset_override=synthetic] [--results_dir=results] [--runs_dir=runs] \
+        [-- --trainer_flag=value ...]
+
+Each row of a table (`TABLES`) is one `python -m trainer.main` run per seed, in
+`<runs_dir>/reproduction/<protocol>/<row>[-seed<N>]`, its log teed to that path plus `.log`. A
+rerun skips finished runs (their folder has metrics.json) and resumes unfinished ones (the trainer
+resumes from its checkpoints when rerun with the same folder and flags). A row shared by two tables
+(e.g. `gowalla-attenmixer`) is trained once. Each finished run's metrics.json, config.json, log and
+trainer command are copied to `<results_dir>/reproduction/<protocol>/<row>[-seed<N>]/`. Figure 7
+evaluates the rows' selected-epoch weights by session length (`benchmarks.session_length`) and
+caches the result in each run folder (`session_length_test.json`).
+
+The table is written to `<results_dir>/reproduction/<table>.md` with `<table>.json` beside it
+(and `<table>.png` for the figures): for every row and metric our test number (mean ± std over
+the finished seeds), the authors' protocol number where the run has it, the published number and
+the difference; each run's variant, flags, epochs trained, selected epoch, times and speed; the
+protocol; and computed notes on every row whose direction disagrees with the paper's.
+
+Protocols: `full` is the paper's (dataset preset: at most 10 epochs, patience 3 on validation
+MRR@20, the test metrics of the epoch selected on validation); `short` trains every row for
+`--short_epochs` epochs. Trainer flags after `--` are passed to every run (e.g. tiny settings
+for tests); `--dataset_override` trains every row on another dataset (runs, results and table
+names then end in `-on-<dataset>`), still compared with the paper's numbers for the original one.
+"""
+
+import glob
+import json
+import os
+import re
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from benchmarks import common
+from benchmarks import session_length
+from benchmarks import trainer_runs
+from data.atomic import atomic_output
+from tfrs_attenmixer.config import ModelConfig
+from trainer import paper
+from trainer import run_dir as run_dir_lib
+
+FLAGS = flags.FLAGS
+
+NAMES = {"hr_at_5": "HR@5", "hr_at_10": "HR@10", "hr_at_20": "HR@20", "mrr_at_5": "MRR@5",
+         "mrr_at_10": "MRR@10", "mrr_at_20": "MRR@20"}
+TOP_20 = ("hr_at_20", "mrr_at_20")
+ALL_CUTOFFS = tuple(NAMES)
+PROTOCOLS = {
+    "full": "the paper's protocol (dataset preset: at most 10 epochs, learning rate x0.1 every 3 "
+            "epochs, early stopping with patience 3 on validation MRR@20); the epoch is selected "
+            "on the validation split and the test metrics of that epoch are reported",
+    "short": "every row trained for the same fixed {epochs} epoch(s) (`--epochs={epochs}`, other "
+             "settings as in the full protocol); the epoch is selected on the validation split "
+             "among those and its test metrics are reported",
+}
+
+
+class Row(NamedTuple):
+  """One row of a table: a trainer run and the published numbers it is compared with."""
+  name: str  # Run folder name; rows of the same name in several tables share their runs.
+  label: str
+  dataset: str
+  variant: str
+  flags: Tuple[Tuple[str, Any], ...]  # Trainer flags beyond the variant.
+  references: Tuple[str, ...]  # Labels of paper.REFERENCES[dataset] (else the PUBLISHED row).
+
+
+def row(dataset: str, variant: str, label: str, name: Optional[str] = None,
+        references: Sequence[str] = (), **model_flags: Any) -> Row:
+  """A `Row`; flags equal to the variant's own value are dropped, so equal runs share a name."""
+  defaults = ModelConfig.variant(variant).to_dict()
+  kept = tuple((key, value) for key, value in sorted(model_flags.items())
+               if defaults[key] != value)
+  name = name or "-".join([dataset, variant] + [f"{key}{value}" for key, value in kept])
+  return Row(name, label, dataset, variant, kept, tuple(references))
+
+
+GOWALLA_ATTENMIXER = row("gowalla", "attenmixer", "Atten-Mixer")
+GOWALLA_SRGNN = row("gowalla", "srgnn", "SR-GNN")
+ABLATIONS = {"attenmixer_m": "-M (no multi-level intent, L = 1)",
+             "attenmixer_ip": "-IP (no inherent priority)",
+             "attenmixer_li": "-LI (no local invariance)",
+             "attenmixer_lp": "-LP (no Lp pooling: mean)"}
+
+# table -> title, metrics, rows; `higher`: (row, row) pairs the paper has in that order; `targets`:
+# (row, compared-with label, least difference) goals; `caption`: what the reader must know.
+TABLES: Dict[str, Dict[str, Any]] = {
+    "2": dict(
+        title="Table 2: Atten-Mixer, SR-GNN and a NISER-style baseline",
+        metrics=TOP_20,
+        rows=(GOWALLA_ATTENMIXER,
+              row("diginetica_srgnn", "attenmixer", "Atten-Mixer (SR-GNN Diginetica split)",
+                  references=("GCE-GNN", "SR-GNN (its paper)")),
+              GOWALLA_SRGNN,
+              row("gowalla", "attenmixer", "NISER-style (embedding, normalisation, SR-GNN readout)",
+                  name="gowalla-niser", references=("NISER+ (Table 2)",),
+                  readout="srgnn_attention")),
+        higher=(("gowalla-attenmixer", "gowalla-srgnn"), ("gowalla-attenmixer", "gowalla-niser")),
+        targets=(("gowalla-attenmixer", "paper", -0.5),
+                 ("diginetica_srgnn-attenmixer", "GCE-GNN", 0.0)),
+        caption="The paper has no Atten-Mixer row on the SR-GNN Diginetica split "
+                "(`diginetica_srgnn`): that row is compared with the published GCE-GNN and SR-GNN "
+                "numbers instead. The NISER-style row is compared with the paper's NISER+."),
+    "3": dict(
+        title="Table 3: SR-GNN and SGNN-HN without and with Atten-Mixer (Gowalla)",
+        metrics=ALL_CUTOFFS,
+        rows=(GOWALLA_SRGNN, row("gowalla", "srgnn_am", "SR-GNN + Atten-Mixer"),
+              row("gowalla", "sgnnhn", "SGNN-HN"),
+              row("gowalla", "sgnnhn_am", "SGNN-HN + Atten-Mixer")),
+        higher=(("gowalla-srgnn_am", "gowalla-srgnn"), ("gowalla-sgnnhn_am", "gowalla-sgnnhn"))),
+    "4": dict(
+        title="Table 4: ablations (Gowalla)",
+        metrics=TOP_20,
+        rows=tuple(row("gowalla", variant, label) for variant, label in ABLATIONS.items()) +
+        (GOWALLA_ATTENMIXER,),
+        higher=tuple(("gowalla-attenmixer", f"gowalla-{variant}") for variant in ABLATIONS)),
+    "fig5": dict(
+        title="Figure 5: HR@20 against the number of intent levels L (Gowalla)",
+        metrics=TOP_20,
+        rows=tuple(row("gowalla", "attenmixer", f"L = {levels}", num_levels=levels)
+                   for levels in range(1, 8)),
+        caption="Figure 5 is a plot without numbers: the published number is that of L = 3 "
+                "(Table 2)."),
+    "fig7": dict(
+        title="Figure 7: Atten-Mixer and SR-GNN by session length (Gowalla)",
+        metrics=TOP_20,
+        rows=(GOWALLA_ATTENMIXER, GOWALLA_SRGNN),
+        higher=(("gowalla-attenmixer", "gowalla-srgnn"),),
+        caption="Figure 7 is a plot without numbers: lengths are compared between our two "
+                "models only."),
+    "other": dict(
+        title="Atten-Mixer on Yoochoose 1/64 and Retailrocket",
+        metrics=TOP_20,
+        rows=(row("yoochoose1_64", "attenmixer", "Atten-Mixer (Yoochoose 1/64)"),
+              row("retailrocket", "attenmixer", "Atten-Mixer (Retailrocket)")),
+        caption="The paper reports neither dataset: there is no published number to compare "
+                "with."),
+}
+
+flags.DEFINE_enum("table", None, sorted(TABLES), "The paper's table or figure to reproduce.")
+flags.DEFINE_enum("protocol", "full", sorted(PROTOCOLS), "Training protocol (see the module doc).")
+flags.DEFINE_integer("short_epochs", 1, "Epochs of every run under --protocol=short.")
+flags.DEFINE_list("seeds", [], "Train each row once per seed (--seed=N, folder suffix -seed<N>); "
+                  "empty: one run with the trainer's default seed.")
+flags.DEFINE_list("rows", [], "Train only these rows of the table (by name); the table still "
+                  "shows every row with finished runs.")
+flags.DEFINE_string("dataset_override", None, "Train every row on this dataset instead (tests).")
+flags.DEFINE_string("results_dir", common.RESULTS_DIR, "Where reproduction/ results are written.")
+flags.DEFINE_string("runs_dir", "runs", "Where reproduction/ run folders are kept.")
+flags.mark_flag_as_required("table")
+
+
+# -------------------------------------------------------------------------------------------------
+# Runs
+
+
+def _suffix() -> str:
+  return f"-on-{FLAGS.dataset_override}" if FLAGS.dataset_override else ""
+
+
+def _runs_root() -> str:
+  return os.path.join(FLAGS.runs_dir, "reproduction", FLAGS.protocol)
+
+
+def _copies_root() -> str:
+  return os.path.join(FLAGS.results_dir, "reproduction", FLAGS.protocol)
+
+
+def _base(table_row: Row) -> str:
+  """A row's run folder, before any -seed<N> suffix."""
+  return os.path.join(_runs_root(), table_row.name + _suffix())
+
+
+def trainer_args(table_row: Row, seed: Optional[str], run_dir: str,
+                 passthrough: Sequence[str]) -> List[str]:
+  """The trainer's flags for one run; the row's own flags come last, so they always hold."""
+  args = [f"--dataset={FLAGS.dataset_override or table_row.dataset}",
+          f"--variant={table_row.variant}", f"--run_dir={run_dir}", "--export_indexes="]
+  if FLAGS.protocol == "short":
+    args.append(f"--epochs={FLAGS.short_epochs}")
+  args += passthrough
+  if seed is not None:
+    args.append(f"--seed={seed}")
+  return args + [f"--{key}={value}" for key, value in table_row.flags]
+
+
+def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> int:
+  """Trains one run of a row unless it is finished; returns the trainer's exit code (0: done)."""
+  run_dir = _base(table_row) + (f"-seed{seed}" if seed is not None else "")
+  folder = os.path.basename(run_dir)
+  log_path = run_dir + ".log"
+  args = trainer_args(table_row, seed, run_dir, passthrough)
+  command = " ".join(["python -m trainer.main", *args])
+  copies = os.path.join(_copies_root(), folder)
+  stored_command = os.path.join(copies, "command.txt")
+  if os.path.isfile(os.path.join(run_dir, run_dir_lib.METRICS_FILE)):
+    logging.info("skipped %s: finished (%s has %s)", folder, run_dir, run_dir_lib.METRICS_FILE)
+    if os.path.isfile(stored_command):  # Already copied: only check it is the same run.
+      with open(stored_command) as stored:
+        if stored.read().strip() != command:
+          logging.warning("%s was trained by another command (%s), not `%s`: remove its folder "
+                          "to retrain it", folder, stored_command, command)
+      return 0
+  else:
+    logging.info("running %s: %s", folder, command)
+    code = trainer_runs.run_trainer(args, log_path)
+    if code:
+      logging.error("%s failed (exit code %d); see %s. Rerun to resume it.", folder, code,
+                    log_path)
+      return code
+  trainer_runs.copy_artefacts(run_dir, log_path, copies, command)
+  return 0
+
+
+def finished_runs(table_row: Row) -> List[Dict[str, Any]]:
+  """The finished runs of a row on disk (every seed), each with its folder and metrics."""
+  base = _base(table_row)
+  runs = []
+  for run_dir in [base] + sorted(glob.glob(base + "-seed*"), key=_seed_order):
+    metrics_path = os.path.join(run_dir, run_dir_lib.METRICS_FILE)
+    if os.path.isdir(run_dir) and os.path.isfile(metrics_path):
+      with open(metrics_path) as metrics_file:
+        metrics = json.load(metrics_file)
+      runs.append({"run_dir": run_dir, "folder": os.path.basename(run_dir),
+                   "seed": metrics["config"]["train"]["seed"], **metrics})
+  return runs
+
+
+def _seed_order(path: str) -> Tuple[int, str]:
+  match = re.search(r"-seed(\d+)$", path)
+  return (int(match.group(1)) if match else -1, path)
+
+
+# -------------------------------------------------------------------------------------------------
+# Numbers
+
+
+def mean_std(values: Sequence[float]) -> Optional[Dict[str, float]]:
+  """Mean, sample standard deviation and count of `values`; None when there are none."""
+  if not values:
+    return None
+  return {"mean": float(np.mean(values)),
+          "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def fmt(summary: Optional[Dict[str, float]]) -> str:
+  if summary is None:
+    return "—"
+  if summary["n"] == 1:
+    return f"{summary['mean']:.2f}"
+  return f"{summary['mean']:.2f} ± {summary['std']:.2f} (n={summary['n']})"
+
+
+def comparisons(table_row: Row) -> List[Tuple[str, Dict[str, float]]]:
+  """(label, published metrics) the row is compared with: its references, else the paper's row."""
+  if table_row.references:
+    return [(label, paper.REFERENCES[table_row.dataset][label])
+            for label in table_row.references]
+  published = None if table_row.flags else paper.published(table_row.dataset, table_row.variant)
+  return [("paper", published)] if published else []
+
+
+def row_results(table_row: Row, metrics: Sequence[str]) -> Dict[str, Any]:
+  """A row's finished runs and, per metric, our honest and authors'-protocol numbers."""
+  runs = finished_runs(table_row)
+  honest = {m: mean_std([r["test"][m] for r in runs if r.get("test")]) for m in metrics}
+  authors = {m: mean_std([r["authors_protocol"][m] for r in runs
+                          if m in r.get("authors_protocol", {})]) for m in metrics}
+  started = os.path.isdir(_base(table_row)) or glob.glob(_base(table_row) + "-seed*")
+  return {"name": table_row.name, "label": table_row.label, "dataset": table_row.dataset,
+          "variant": table_row.variant, "flags": dict(table_row.flags), "honest": honest,
+          "authors_protocol": authors,
+          "compared_with": [{"label": label, "published": values}
+                            for label, values in comparisons(table_row)],
+          "status": "finished" if runs else ("unfinished" if started else "not run"),
+          "runs": [{key: r.get(key) for key in ("folder", "seed", "epochs_trained",
+                                                "selected_epoch", "train_seconds",
+                                                "wall_seconds", "examples_per_second", "test",
+                                                "authors_protocol")} for r in runs]}
+
+
+def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]:
+  """Computed notes: directions of the paper our rows disagree with, targets met or missed."""
+  lines = []
+  checked = 0
+  for high, low in spec.get("higher", ()):
+    for metric in spec["metrics"]:
+      ours_high, ours_low = results[high]["honest"][metric], results[low]["honest"][metric]
+      if ours_high is None or ours_low is None:
+        continue
+      checked += 1
+      if ours_high["mean"] < ours_low["mean"]:
+        lines.append(f"Disagrees with the paper: {results[high]['label']} {NAMES[metric]} "
+                     f"{ours_high['mean']:.2f} < {results[low]['label']} {ours_low['mean']:.2f} "
+                     "(the paper has it higher).")
+  if spec.get("higher"):
+    lines.append(f"{checked - len(lines)} of {checked} directions checked agree with the paper "
+                 "(rows without finished runs are not checked).")
+  for name, label, least in spec.get("targets", ()):
+    ours = results[name]
+    reference = next(c["published"] for c in ours["compared_with"] if c["label"] == label)
+    for metric in spec["metrics"]:
+      if ours["honest"][metric] is not None and metric in reference:
+        difference = ours["honest"][metric]["mean"] - reference[metric]
+        verdict = "met" if difference >= least else "missed"
+        lines.append(f"Target {verdict}: {ours['label']} {NAMES[metric]} is {difference:+.2f} "
+                     f"from {label} (target: {least:+.2f} or more).")
+  return lines
+
+
+# -------------------------------------------------------------------------------------------------
+# Figures
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top  (only for figures)
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _levels(row_flags) -> int:
+  """L of a row of Figure 5, from its flags (a dict or pairs)."""
+  return dict(row_flags).get("num_levels", ModelConfig().num_levels)
+
+
+def levels_figure(spec, results, png_path) -> Tuple[List[str], Dict[str, Any], List[str]]:
+  """Figure 5: our HR@20 against L (mean ± std over seeds), published points marked."""
+  points = sorted((_levels(r["flags"]), r["honest"]["hr_at_20"]) for r in results.values()
+                  if r["honest"]["hr_at_20"])
+  plt = _pyplot()
+  figure, axes = plt.subplots(figsize=(5, 3.5))
+  if points:
+    levels, values = zip(*points)
+    axes.errorbar(levels, [v["mean"] for v in values], yerr=[v["std"] for v in values],
+                  marker="o", capsize=3, label=f"ours ({FLAGS.protocol} protocol)")
+  for result in results.values():
+    for reference in result["compared_with"]:
+      axes.plot([_levels(result["flags"])], [reference["published"]["hr_at_20"]], "r*",
+                markersize=12, label=f"{reference['label']} ({result['label']})")
+  axes.set(xlabel="L (intent levels)", ylabel="HR@20 (%)", title=spec["title"].split(":")[0],
+           xticks=[_levels(r.flags) for r in spec["rows"]])
+  axes.legend()
+  figure.tight_layout()
+  figure.savefig(png_path)
+  plt.close(figure)
+  lines = [f"![HR@20 against L]({os.path.basename(png_path)})"]
+  found = []
+  if points:
+    best = max(points, key=lambda point: point[1]["mean"])
+    found.append(f"Best L on our runs: {best[0]} (HR@20 {best[1]['mean']:.2f}).")
+  return lines, {"png": os.path.basename(png_path)}, found
+
+
+def _length_metrics(run: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+  """A finished run's test metrics by session length, cached in its run folder."""
+  cache = os.path.join(run["run_dir"], "session_length_test.json")
+  metrics_path = os.path.join(run["run_dir"], run_dir_lib.METRICS_FILE)
+  if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(metrics_path):
+    with open(cache) as cached:
+      return json.load(cached)
+  model, prepared, config = run_dir_lib.load_trained_model(run["run_dir"])
+  by_length = session_length.evaluate_by_length(model, prepared, "test",
+                                                max_length=config.train.max_length,
+                                                batch_size=config.train.eval_batch_size)
+  run_dir_lib.write_json(cache, by_length)
+  return by_length
+
+
+def session_length_figure(spec, results, png_path) -> Tuple[List[str], Dict[str, Any], List[str]]:
+  """Figure 7: HR@20 and MRR@20 of each row by session length (test split), table and plot."""
+  by_row = {}
+  for table_row in spec["rows"]:
+    per_run = [_length_metrics(run) for run in finished_runs(table_row)]
+    if per_run:
+      by_row[table_row.name] = {group: {"examples": per_run[0][group]["examples"], **{
+          metric: mean_std([run[group][metric] for run in per_run
+                            if run[group][metric] is not None]) for metric in TOP_20}}
+                                for group in session_length.GROUPS}
+  labels = {name: results[name]["label"] for name in by_row}
+  header = ["length", "test examples"] + [f"{labels[name]} {NAMES[metric]}"
+                                          for metric in TOP_20 for name in by_row]
+  lines = ["## By session length (test split, %)", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  first = next(iter(by_row.values()), {})
+  for group in session_length.GROUPS if by_row else ():
+    lines.append("| " + " | ".join([group, str(first[group]["examples"])] + [
+        fmt(by_row[name][group][metric]) for metric in TOP_20 for name in by_row]) + " |")
+  plt = _pyplot()
+  figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+  for axis, metric in zip(axes, TOP_20):
+    for name in by_row:
+      axis.plot(session_length.LENGTHS,
+                [(by_row[name][str(n)][metric] or {"mean": np.nan})["mean"]
+                 for n in session_length.LENGTHS], marker="o", label=labels[name])
+    axis.set(xlabel="session length", ylabel=f"{NAMES[metric]} (%)")
+    axis.legend()
+  figure.suptitle(spec["title"])
+  figure.tight_layout()
+  figure.savefig(png_path)
+  plt.close(figure)
+  lines += ["", f"![By session length]({os.path.basename(png_path)})"]
+  found = []
+  for high, low in spec["higher"]:
+    if high in by_row and low in by_row:
+      found += [f"{labels[high]} is below {labels[low]} on {NAMES[metric]}, session length {group}."
+                for group in session_length.GROUPS for metric in TOP_20
+                if by_row[high][group][metric] and by_row[low][group][metric] and
+                by_row[high][group][metric]["mean"] < by_row[low][group][metric]["mean"]]
+  return lines, {"by_length": by_row, "png": os.path.basename(png_path)}, found
+
+
+FIGURES = {"fig5": levels_figure, "fig7": session_length_figure}
+
+
+# -------------------------------------------------------------------------------------------------
+# The table
+
+
+def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
+           environment: Dict[str, Any], passthrough: Sequence[str], extra_lines: Sequence[str],
+           note_lines: Sequence[str]) -> str:
+  """The Markdown of a reproduced table."""
+  protocol = PROTOCOLS[FLAGS.protocol].format(epochs=FLAGS.short_epochs)
+  lines = [f"# {spec['title']}", "",
+           f"**Protocol: {FLAGS.protocol}** — {protocol}.", "",
+           f"Written by `{environment['command']}` on {environment['date']} (CPU "
+           f"{environment['cpu']}, {environment['threads']} threads). Runs: "
+           f"`{_runs_root()}/`; their metrics.json, config.json and logs: "
+           f"`{os.path.relpath(_copies_root(), FLAGS.results_dir)}/` beside this file."]
+  if FLAGS.dataset_override:
+    lines += ["", f"**Every row was trained on `{FLAGS.dataset_override}`** (--dataset_override), "
+              "not on the dataset it names: the published numbers are for the original dataset "
+              "and the differences are not meaningful."]
+  if passthrough:
+    lines += ["", f"Trainer flags given to every run: `{' '.join(passthrough)}`."]
+  if spec.get("caption"):
+    lines += ["", spec["caption"]]
+  lines += ["", "## Results (test split, %)", "",
+            "*ours (honest)*: test metrics of the epoch selected on the validation split, mean ± "
+            "std over seeds. *ours (authors' protocol)*: best test value over epochs, each metric "
+            "from its own epoch, as the authors' code reports it (not a valid model selection). "
+            "*difference*: ours (honest) − published.", "",
+            "| row | metric | ours (honest) | ours (authors' protocol) | published | compared with "
+            "| difference |", "|---|---|---|---|---|---|---|"]
+  for result in results.values():
+    for metric in spec["metrics"]:
+      ours = result["honest"][metric]
+      cells = [result["label"], NAMES[metric], fmt(ours), fmt(result["authors_protocol"][metric])]
+      references = [c for c in result["compared_with"] if metric in c["published"]]
+      if not references:
+        lines.append("| " + " | ".join(cells + ["—", "no published number", "—"]) + " |")
+      for reference in references:
+        published = reference["published"][metric]
+        difference = f"{ours['mean'] - published:+.2f}" if ours else "—"
+        lines.append("| " + " | ".join(cells + [f"{published:.2f}", reference["label"],
+                                                difference]) + " |")
+  lines += ["", "## Runs", "",
+            "| row | run folder | seed | variant | flags | epochs trained | selected epoch "
+            "| train s | wall s (last invocation) | examples/s |", "|---|" + "---|" * 9]
+  for result in results.values():
+    row_flags = " ".join(f"--{key}={value}" for key, value in result["flags"].items()) or "—"
+    for run in result["runs"]:
+      lines.append(f"| {result['label']} | {run['folder']} | {run['seed']} | {result['variant']} "
+                   f"| {row_flags} | {run['epochs_trained']} | {run['selected_epoch']} "
+                   f"| {run['train_seconds']:.0f} | {run['wall_seconds']:.0f} "
+                   f"| {run['examples_per_second']:.0f} |")
+    if not result["runs"]:
+      lines.append(f"| {result['label']} | {result['name']}{_suffix()} | — | {result['variant']} "
+                   f"| {row_flags} | {result['status']} | — | — | — | — |")
+  if extra_lines:
+    lines += ["", *extra_lines]
+  lines += ["", "## Notes", ""] + [f"- {note}" for note in note_lines]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  spec = TABLES[FLAGS.table]
+  passthrough = argv[1:]
+  by_name = {table_row.name: table_row for table_row in spec["rows"]}
+  unknown = sorted(set(FLAGS.rows) - set(by_name))
+  if unknown:
+    raise app.UsageError(f"--rows: {', '.join(unknown)} not in table {FLAGS.table} "
+                         f"(rows: {', '.join(by_name)})")
+  failed = []
+  for table_row in spec["rows"]:
+    if FLAGS.rows and table_row.name not in FLAGS.rows:
+      continue
+    for seed in FLAGS.seeds or [None]:
+      if run_row(table_row, seed, passthrough):
+        failed.append(table_row.name + (f" (seed {seed})" if seed is not None else ""))
+
+  results = {name: row_results(table_row, spec["metrics"]) for name, table_row in by_name.items()}
+  stem = os.path.join(FLAGS.results_dir, "reproduction", FLAGS.table + _suffix())
+  extra_lines, extra, note_lines = [], {}, []
+  if FLAGS.table in FIGURES:
+    extra_lines, extra, note_lines = FIGURES[FLAGS.table](spec, results, stem + ".png")
+  note_lines = notes(spec, results) + note_lines
+  if FLAGS.protocol == "short":
+    note_lines.append(f"Short protocol ({FLAGS.short_epochs} epoch(s)): differences from the "
+                      "published numbers reflect the shorter training, not only the model.")
+  note_lines += [f"Failed in this invocation (rerun to resume): {name}." for name in failed]
+  environment = common.environment()
+  with atomic_output(stem + ".md") as temporary:
+    with open(temporary, "w") as out:
+      out.write(render(spec, results, environment, passthrough, extra_lines, note_lines))
+  run_dir_lib.write_json(stem + ".json", {
+      "table": FLAGS.table, "title": spec["title"], "protocol": FLAGS.protocol,
+      "protocol_description": PROTOCOLS[FLAGS.protocol].format(epochs=FLAGS.short_epochs),
+      "short_epochs": FLAGS.short_epochs if FLAGS.protocol == "short" else None,
+      "dataset_override": FLAGS.dataset_override, "trainer_flags": passthrough,
+      "environment": environment, "rows": list(results.values()), "notes": note_lines, **extra})
+  logging.info("wrote %s.md and %s.json", stem, stem)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  app.run(main)

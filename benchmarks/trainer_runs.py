@@ -1,0 +1,44 @@
+"""Launching `python -m trainer.main` from a benchmark: its log teed, its artefacts copied.
+
+Shared by `benchmarks.full_run` (one run) and `benchmarks.reproduce` (the rows of a paper table).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from typing import Sequence
+
+from trainer import run_dir as run_dir_lib
+
+
+def run_trainer(args: Sequence[str], log_path: str) -> int:
+  """Runs `python -m trainer.main args`, echoing its output and appending it to `log_path`.
+
+  The trainer resumes from its checkpoints when rerun with the same `--run_dir` and flags, so the
+  log of an interrupted run keeps every attempt.
+
+  Returns:
+    The trainer's exit code.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+  with open(log_path, "a") as log:
+    process = subprocess.Popen([sys.executable, "-m", "trainer.main", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+      sys.stdout.write(line)
+      log.write(line)
+    return process.wait()
+
+
+def copy_artefacts(run_dir: str, log_path: str, destination: str, command: str) -> None:
+  """Copies a finished run's metrics.json, config.json and log to `destination`.
+
+  `command.txt` beside them holds `command`, the command line that produced the run.
+  """
+  os.makedirs(destination, exist_ok=True)
+  for source in (os.path.join(run_dir, run_dir_lib.METRICS_FILE),
+                 os.path.join(run_dir, run_dir_lib.CONFIG_FILE), log_path):
+    shutil.copy(source, os.path.join(destination, os.path.basename(source)))
+  with open(os.path.join(destination, "command.txt"), "w") as out:
+    out.write(command + "\n")

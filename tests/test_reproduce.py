@@ -1,0 +1,161 @@
+"""`benchmarks.reproduce` end to end on a tiny synthetic dataset, and the per-length metrics.
+
+Table 2 is reproduced once (short protocol, every row trained on the synthetic dataset with a tiny
+model, in a temporary runs and results folder); Figures 5 and 7 reuse its runs where rows are
+shared, so the file trains six tiny runs in all.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from conftest import run_module
+
+TINY = ["--synthetic_items=100", "--synthetic_sessions=500", "--num_shards=2",
+        "--embedding_dim=16", "--num_heads=2", "--max_steps_per_epoch=3", "--jit_compile=false"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+  root = tmp_path_factory.mktemp("reproduce")
+  return {"results": root / "results", "runs": root / "runs", "prepared": root / "prepared"}
+
+
+def reproduce(folders, *args):
+  """Runs the runner on the synthetic dataset; returns the finished process (checked)."""
+  result = run_module("benchmarks.reproduce", *args, "--protocol=short",
+                      "--dataset_override=synthetic", f"--results_dir={folders['results']}",
+                      f"--runs_dir={folders['runs']}", "--", *TINY,
+                      f"--output_dir={folders['prepared']}")
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return result
+
+
+def output_of(folders, table):
+  """The Markdown, the JSON and the path stem of a table written by `reproduce`."""
+  stem = folders["results"] / "reproduction" / f"{table}-on-synthetic"
+  with open(f"{stem}.md") as markdown, open(f"{stem}.json") as table_json:
+    return markdown.read(), json.load(table_json), stem
+
+
+@pytest.fixture(scope="module")
+def table_2(folders):
+  return reproduce(folders, "--table=2")
+
+
+def metrics_mtimes(folders):
+  pattern = folders["runs"] / "reproduction" / "short"
+  return {name: os.path.getmtime(pattern / name / "metrics.json")
+          for name in os.listdir(pattern) if (pattern / name / "metrics.json").is_file()}
+
+
+def test_table_has_every_row_with_ours_published_and_difference(folders, table_2):
+  markdown, table, _ = output_of(folders, "2")
+  assert "**Protocol: short**" in markdown and "1 epoch(s)" in markdown
+  assert [row["name"] for row in table["rows"]] == [
+      "gowalla-attenmixer", "diginetica_srgnn-attenmixer", "gowalla-srgnn", "gowalla-niser"]
+  for row in table["rows"]:
+    assert row["status"] == "finished" and len(row["runs"]) == 1, row
+    assert row["runs"][0]["epochs_trained"] == 1
+    for metric in ("HR@20", "MRR@20"):
+      # ours (honest) | ours (authors' protocol) | published | compared with | difference
+      line = re.compile(rf"^\| {re.escape(row['label'])} \| {metric} \| \d+\.\d\d \| \d+\.\d\d "
+                        rf"\| \d+\.\d\d \| [^|]+ \| [+-]\d+\.\d\d \|$", re.M)
+      assert line.search(markdown), (row["label"], metric, markdown)
+  assert "| GCE-GNN |" in markdown and "| NISER+ (Table 2) |" in markdown
+  assert "directions checked agree with the paper" in markdown
+  assert "Target " in markdown
+  copies = folders["results"] / "reproduction" / "short" / "gowalla-srgnn-on-synthetic"
+  assert {"metrics.json", "config.json", "command.txt",
+          "gowalla-srgnn-on-synthetic.log"} <= set(os.listdir(copies))
+
+
+def test_rerun_skips_finished_rows_and_reruns_a_removed_one(folders, table_2):
+  before = metrics_mtimes(folders)
+  removed = folders["runs"] / "reproduction" / "short" / "gowalla-niser-on-synthetic"
+  os.remove(removed / "metrics.json")  # As if the run had been killed before its results.
+  result = reproduce(folders, "--table=2")
+  for name in before:
+    if name != removed.name:
+      assert f"skipped {name}: finished" in result.stderr
+  assert f"running {removed.name}" in result.stderr
+  after = metrics_mtimes(folders)
+  assert set(after) == set(before)
+  assert all(after[name] == before[name] for name in before if name != removed.name)
+
+
+def test_fig5_draws_a_png_and_shares_the_l3_run(folders, table_2):
+  result = reproduce(folders, "--table=fig5", "--rows=gowalla-attenmixer-num_levels1")
+  assert "skipped gowalla-attenmixer-on-synthetic" not in result.stderr  # Not selected.
+  assert "running gowalla-attenmixer-num_levels1-on-synthetic" in result.stderr
+  markdown, table, stem = output_of(folders, "fig5")
+  assert open(f"{stem}.png", "rb").read(8) == PNG_SIGNATURE
+  statuses = {row["label"]: row["status"] for row in table["rows"]}
+  assert statuses["L = 1"] == statuses["L = 3"] == "finished"  # L = 3: Table 2's run.
+  assert statuses["L = 7"] == "not run"
+  assert re.search(r"^\| L = 3 \| HR@20 \| [\d.]+ \| [\d.]+ \| 55\.12 \| paper \|", markdown, re.M)
+  assert "Best L on our runs" in markdown
+
+
+def test_fig7_evaluates_both_runs_by_session_length(folders, table_2):
+  result = reproduce(folders, "--table=fig7")
+  assert "running" not in result.stderr  # Both rows are Table 2's runs.
+  markdown, table, stem = output_of(folders, "fig7")
+  assert open(f"{stem}.png", "rb").read(8) == PNG_SIGNATURE
+  assert "## By session length" in markdown
+  by_length = table["by_length"]
+  assert set(by_length) == {"gowalla-attenmixer", "gowalla-srgnn"}
+  groups = by_length["gowalla-attenmixer"]
+  assert groups["short (<= 5)"]["examples"] == sum(groups[str(n)]["examples"] for n in range(1, 6))
+  assert groups["short (<= 5)"]["examples"] > 0
+  assert 0 <= groups["short (<= 5)"]["hr_at_20"]["mean"] <= 100
+
+
+def test_metrics_by_length_on_a_handmade_example():
+  from benchmarks.session_length import metrics_by_length
+  result = metrics_by_length(ranks=np.array([1, 3, 25, 2, 20, 21]),
+                             lengths=np.array([1, 6, 2, 12, 5, 1]), k=20)
+  assert result["short (<= 5)"] == pytest.approx(
+      {"examples": 4, "hr_at_20": 50.0, "mrr_at_20": 100 * (1 + 1 / 20) / 4})
+  assert result["long (> 5)"] == pytest.approx(
+      {"examples": 2, "hr_at_20": 100.0, "mrr_at_20": 100 * (1 / 3 + 1 / 2) / 2})
+  assert result["1"] == pytest.approx({"examples": 2, "hr_at_20": 50.0, "mrr_at_20": 50.0})
+  assert result["2"] == {"examples": 1, "hr_at_20": 0.0, "mrr_at_20": 0.0}
+  assert result["3"] == {"examples": 0, "hr_at_20": None, "mrr_at_20": None}
+
+
+def test_ranks_and_lengths_match_a_direct_numpy_computation():
+  import tensorflow as tf
+  from benchmarks.session_length import metrics_by_length, ranks_and_lengths
+  from tfrs_attenmixer.config import ModelConfig
+  from tfrs_attenmixer.model import SessionRetrievalModel
+  tf.random.set_seed(0)
+  num_items, max_length = 40, 8
+  model = SessionRetrievalModel(ModelConfig(embedding_dim=8, num_heads=2), num_items)
+  generator = np.random.default_rng(0)
+  lengths = np.array([1, 2, 3, 5, 6, 8, 8, 4, 1, 7])
+  items = np.zeros([len(lengths), max_length], np.int32)
+  for i, length in enumerate(lengths):
+    items[i, max_length - length:] = generator.integers(1, num_items + 1, length)
+  targets = generator.integers(1, num_items + 1, len(lengths)).astype(np.int32)
+  batches = [{"items": items[:6], "target": targets[:6]},
+             {"items": items[6:], "target": targets[6:]}]
+
+  ranks, found_lengths = ranks_and_lengths(model, batches)
+
+  scores = model.catalogue_logits(model(items, training=False)).numpy()
+  expected_ranks = 1 + (scores > scores[np.arange(len(targets)), targets - 1][:, None]).sum(1)
+  np.testing.assert_array_equal(ranks, expected_ranks)
+  np.testing.assert_array_equal(found_lengths, lengths)
+  k = 5
+  result = metrics_by_length(ranks, found_lengths, k=k)
+  for group, mask in (("short (<= 5)", lengths <= 5), ("long (> 5)", lengths > 5),
+                      ("8", lengths == 8)):
+    hits = expected_ranks[mask] <= k
+    assert result[group]["hr_at_5"] == pytest.approx(100 * hits.mean())
+    assert result[group]["mrr_at_5"] == pytest.approx(
+        100 * np.where(hits, 1 / expected_ranks[mask], 0).mean())
