@@ -20,7 +20,7 @@ from data.atomic import atomic_output
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, "
-                  "index_scale, serving, soak).")
+                  "evaluation, index_scale, serving, soak).")
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
 flags.DEFINE_string("run_dir", "runs/gowalla-attenmixer", "A trained Gowalla run folder (that of "
                     "`make train`, or runs/gowalla-attenmixer-full of benchmarks.full_run) for "
@@ -33,6 +33,7 @@ def benchmarks(run_dir: str):
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
       "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
+      "evaluation": ["benchmarks.evaluation", "--dataset=gowalla"],
       "index_scale": ["benchmarks.index_scale"],
       # These two need a trained Gowalla run (--run_dir).
       "serving": ["benchmarks.serving", f"--run_dir={run_dir}"],

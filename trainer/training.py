@@ -216,9 +216,15 @@ class Trainer:
   def _make_eval_step(self) -> Callable:
     model = self.model
 
+    # XLA fuses the ranking (normalisation, comparison with the target's score, counts) into one
+    # pass over the scores (benchmarks/evaluation.py).
+    @tf.function(jit_compile=self.train_config.jit_compile)
+    def replica_eval_step(batch):
+      model.compute_loss(batch, training=False)
+
     @tf.function
     def eval_step(batch):
-      self.strategy.run(lambda b: model.compute_loss(b, training=False), args=(batch,))
+      self.strategy.run(replica_eval_step, args=(batch,))
 
     return eval_step
 
