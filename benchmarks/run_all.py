@@ -20,7 +20,7 @@ from data.atomic import atomic_output
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, "
-                  "evaluation, index_scale, serving, soak).")
+                  "encoder_cost, evaluation, index_scale, serving, soak).")
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
 flags.DEFINE_string("run_dir", "runs/gowalla-attenmixer", "A trained Gowalla run folder (that of "
                     "`make train`, or runs/gowalla-attenmixer-full of benchmarks.full_run) for "
@@ -33,6 +33,10 @@ def benchmarks(run_dir: str):
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
       "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
+      # The paper's Table 2 Time column, as ratios: GNN encoders and readouts against Atten-Mixer.
+      "encoder_cost": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100",
+                       "--record_as=encoder_cost", "--variants=default,variant=srgnn,"
+                       "variant=srgnn_am,variant=sgnnhn,variant=sgnnhn_am"],
       "evaluation": ["benchmarks.evaluation", "--dataset=gowalla"],
       "index_scale": ["benchmarks.index_scale"],
       # These two need a trained Gowalla run (--run_dir).

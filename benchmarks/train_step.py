@@ -42,7 +42,9 @@ flags.DEFINE_list("batch_sizes", ["100", "512"], "Batch sizes to measure.")
 flags.DEFINE_list("variants", ["default", "table_dropout=0", "jit_compile=false",
                                 "mixed_precision=bfloat16"],
                   "Configurations to time, each `default` or `option=value[+option=value]` over "
-                  "the flags' configuration; the step's parts are timed for the first.")
+                  "the flags' configuration (`variant=srgnn`: another row of the paper); the "
+                  "step's parts are timed for the first.")
+flags.DEFINE_string("record_as", "train_step", "Name of the entry in results/benchmarks.json.")
 flags.DEFINE_integer("steps", 30, "Timed steps per repetition.")
 flags.DEFINE_integer("repetitions", 5, "Interleaved repetitions of floor and step (median kept).")
 
@@ -136,20 +138,22 @@ def median_ms(times: List[float]) -> float:
   return 1e3 * statistics.median(times)
 
 
-def apply_overrides(config, variant: str):
-  """`config` with a variant's `option=value[+option=value]` changes (`default`: none)."""
-  if variant == "default":
-    return config
+def config_for(variant: str):
+  """The flags' configuration changed by `option=value[+option=value]` (`default`: unchanged).
+
+  `variant=NAME` selects another row of the paper (tfrs_attenmixer.config.VARIANTS) first.
+  """
+  assignments = ({} if variant == "default" else
+                 dict(assignment.partition("=")[::2] for assignment in variant.split("+")))
+  config = trainer_flags.config_from_flags(variant=assignments.pop("variant", None))
   changes = {"model": {}, "train": {}}
-  for assignment in variant.split("+"):
-    name, _, text = assignment.partition("=")
+  for name, text in assignments.items():
     part = next((p for p in changes if hasattr(getattr(config, p), name)), None)
     if part is None:
       raise ValueError(f"--variants: {name!r} is not a model or training option")
     current = getattr(getattr(config, part), name)
-    value = (text.lower() in ("1", "true") if isinstance(current, bool)
-             else type(current)(text))
-    changes[part][name] = value
+    changes[part][name] = (text.lower() in ("1", "true") if isinstance(current, bool)
+                           else type(current)(text))
   return dataclasses.replace(config, model=dataclasses.replace(config.model, **changes["model"]),
                              train=dataclasses.replace(config.train, **changes["train"]))
 
@@ -162,7 +166,7 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
   from trainer.training import Trainer  # pylint: disable=g-import-not-at-top
   prepared = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
                      data_dir=registry.resolve_data_dir(FLAGS.data_dir))
-  config = apply_overrides(trainer_flags.config_from_flags(), variant)
+  config = config_for(variant)
   config = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                   batch_size=batch_size))
   tf.keras.mixed_precision.set_global_policy("float32")  # a previous variant may have changed it
@@ -213,7 +217,7 @@ def main(argv):
                  r["variant"], r["batch_size"], r["step_ms"], r["floor_ms"], r["ratio"],
                  r["examples_per_second"])
   print(json.dumps(results, indent=1))
-  common.record("train_step", results)
+  common.record(FLAGS.record_as, results)
 
 
 if __name__ == "__main__":

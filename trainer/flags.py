@@ -8,7 +8,7 @@ keeps the value of the preset and variant (`trainer.config.build_config`).
 import dataclasses
 import re
 import textwrap
-from typing import Any, Dict, Type
+from typing import Any, Dict, Optional, Type
 
 from absl import flags
 
@@ -63,7 +63,8 @@ def _overrides(cls: Type) -> Dict[str, Any]:
           if FLAGS[f.name].value is not None}
 
 
-def config_from_flags() -> ExperimentConfig:
-  """The effective configuration: preset, then variant, then the flags given."""
-  return build_config(FLAGS.dataset, FLAGS.variant, model_overrides=_overrides(ModelConfig),
+def config_from_flags(variant: Optional[str] = None) -> ExperimentConfig:
+  """The effective configuration: preset, then variant (`--variant` unless given), then flags."""
+  return build_config(FLAGS.dataset, variant or FLAGS.variant,
+                      model_overrides=_overrides(ModelConfig),
                       train_overrides=_overrides(TrainConfig))
