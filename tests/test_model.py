@@ -194,11 +194,11 @@ def test_sampled_softmax_model_trains_every_variable():
 
 def test_keras_fit_and_evaluate():
   rng = np.random.default_rng(6)
-  model = make_model()
+  model = make_model(dropout=0.0, attention_dropout=0.0, table_dropout=0.0)  # no noise
   model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
   data = tf.data.Dataset.from_tensor_slices(batch(rng, size=40)).batch(16)
-  history = model.fit(data, epochs=2, verbose=0)
-  assert history.history["loss"][1] < history.history["loss"][0]
+  history = model.fit(data, epochs=3, verbose=0)
+  assert history.history["loss"][-1] < history.history["loss"][0]
   results = model.evaluate(data, return_dict=True, verbose=0)
   assert {"loss", "hr_at_20", "mrr_at_20", "ndcg_at_20"} <= set(results)
 

@@ -224,7 +224,9 @@ class Trainer:
 
     @tf.function
     def eval_step(batch):
-      self.strategy.run(replica_eval_step, args=(batch,))
+      # Called from a Python function, as in training, so that each replica's call of the
+      # compiled function is placed on that replica's device.
+      self.strategy.run(lambda replica_batch: replica_eval_step(replica_batch), args=(batch,))
 
     return eval_step
 
