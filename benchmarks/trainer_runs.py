@@ -25,9 +25,11 @@ def run_trainer(args: Sequence[str], log_path: str) -> int:
   with open(log_path, "a") as log:
     process = subprocess.Popen([sys.executable, "-m", "trainer.main", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout:
+    for line in process.stdout:  # flushed line by line, so that `tail -f` on the log is current
       sys.stdout.write(line)
+      sys.stdout.flush()
       log.write(line)
+      log.flush()
     return process.wait()
 
 
