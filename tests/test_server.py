@@ -467,7 +467,7 @@ def test_swap_to_new_version_under_load_drops_no_request(server, staged):
       except grpc.RpcError as error:
         failures.append(error)
 
-  threads = [threading.Thread(target=send_requests) for _ in range(3)]
+  threads = [threading.Thread(target=send_requests) for _ in range(8)]  # 8 clients (issue 8)
   for thread in threads:
     thread.start()
   try:
