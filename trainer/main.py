@@ -56,7 +56,7 @@ def check_space(trainer, run_dir: str, export_dir: str) -> None:
   Needed: two training checkpoints (the next one is written before the previous is deleted), the
   selected epoch's weights, and each export.
   """
-  weights = sum(v.shape.num_elements() * v.dtype.size for v in trainer.model.variables)
+  weights = trainer.weights_bytes()
   exports = EXPORT_COPIES_OF_WEIGHTS * weights * len(FLAGS.export_indexes)
   run_needs = 2 * trainer.checkpoint_bytes() + weights
   if FLAGS.export_indexes and os.stat(run_dir).st_dev != os.stat(export_dir).st_dev:

@@ -74,6 +74,10 @@ def dropout_generators(model: tf.keras.Model) -> List[tf.random.Generator]:
   return generators
 
 
+def variables_bytes(variables: List[tf.Variable]) -> int:
+  return sum(v.shape.num_elements() * v.dtype.size for v in variables)
+
+
 def save_checkpoint(manager: tf.train.CheckpointManager, number: int) -> None:
   """`manager.save(number)`; a failed write removes its partial files and raises `OutputWriteError`.
 
@@ -262,10 +266,13 @@ class Trainer:
   def _save(self) -> None:
     save_checkpoint(self.manager, int(self.optimizer.iterations.numpy()))
 
+  def weights_bytes(self) -> int:
+    """The size of the model's variables (the selected epoch's checkpoint)."""
+    return variables_bytes(self.model.variables)
+
   def checkpoint_bytes(self) -> int:
     """The size of one training checkpoint: every model and optimizer variable."""
-    variables = self.model.variables + self.optimizer.variables
-    return sum(v.shape.num_elements() * v.dtype.size for v in variables)
+    return variables_bytes(self.model.variables + self.optimizer.variables)
 
   def weights_fingerprint(self) -> str:
     """A checksum of all weights, to compare the replicas of a distributed run."""
