@@ -27,8 +27,10 @@ for tests); `--dataset_override` trains every row on another dataset (runs, resu
 names then end in `-on-<dataset>`), still compared with the paper's numbers for the original one.
 """
 
+import dataclasses
 import glob
 import json
+import math
 import os
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -44,6 +46,7 @@ from benchmarks import trainer_runs
 from data.atomic import atomic_output
 from tfrs_attenmixer.config import ModelConfig
 from trainer import paper
+from trainer.config import TrainConfig
 from trainer import run_dir as run_dir_lib
 
 FLAGS = flags.FLAGS
@@ -52,6 +55,8 @@ NAMES = {"hr_at_5": "HR@5", "hr_at_10": "HR@10", "hr_at_20": "HR@20", "mrr_at_5"
          "mrr_at_10": "MRR@10", "mrr_at_20": "MRR@20"}
 TOP_20 = ("hr_at_20", "mrr_at_20")
 ALL_CUTOFFS = tuple(NAMES)
+# Points of validation HR@20 and MRR@20 a faster setting may lose and still become the default.
+SPEED_TOLERANCE = 0.2
 PROTOCOLS = {
     "full": "the paper's protocol (dataset preset: at most 10 epochs, learning rate x0.1 every 3 "
             "epochs, early stopping with patience 3 on validation MRR@20); the epoch is selected "
@@ -74,8 +79,11 @@ class Row(NamedTuple):
 
 def row(dataset: str, variant: str, label: str, name: Optional[str] = None,
         references: Sequence[str] = (), **model_flags: Any) -> Row:
-  """A `Row`; flags equal to the variant's own value are dropped, so equal runs share a name."""
-  defaults = ModelConfig.variant(variant).to_dict()
+  """A `Row`; flags equal to the variant's own value are dropped, so equal runs share a name.
+
+  `model_flags` are fields of `ModelConfig` or of the trainer's `TrainConfig`.
+  """
+  defaults = {**dataclasses.asdict(TrainConfig()), **ModelConfig.variant(variant).to_dict()}
   kept = tuple((key, value) for key, value in sorted(model_flags.items())
                if defaults[key] != value)
   name = name or "-".join([dataset, variant] + [f"{key}{value}" for key, value in kept])
@@ -135,6 +143,23 @@ TABLES: Dict[str, Dict[str, Any]] = {
         higher=(("gowalla-attenmixer", "gowalla-srgnn"),),
         caption="Figure 7 is a plot without numbers: lengths are compared between our two "
                 "models only."),
+    "options": dict(
+        title="Options of our implementation and speed settings (Gowalla, one table of runs)",
+        metrics=TOP_20,
+        rows=(GOWALLA_ATTENMIXER,
+              row("gowalla", "attenmixer", "sum -> concat level aggregation (the code)",
+                  level_aggregation="concat"),
+              row("gowalla", "attenmixer", "softmax -> the code's sigmoid-softmax attention",
+                  attention_scoring="sigmoid_softmax"),
+              row("gowalla", "attenmixer", "no table dropout (faster step)", table_dropout=0.0),
+              row("gowalla", "attenmixer", "bfloat16 mixed precision", mixed_precision="bfloat16"),
+              row("gowalla", "attenmixer", "batch 512, learning rate x sqrt(5.12)",
+                  batch_size=512, learning_rate=round(1e-3 * math.sqrt(512 / 100), 6))),
+        baseline="gowalla-attenmixer",
+        caption="Each row changes one setting of the default configuration (first row). Options "
+                "are chosen on the validation split: the default is the better one there. A "
+                "speed setting may become the default only if its validation HR@20 and MRR@20 "
+                f"are within {SPEED_TOLERANCE} points of the default's (issue 6)."),
     "other": dict(
         title="Atten-Mixer on Yoochoose 1/64 and Retailrocket",
         metrics=TOP_20,
@@ -271,19 +296,21 @@ def row_results(table_row: Row, metrics: Sequence[str]) -> Dict[str, Any]:
   """A row's finished runs and, per metric, our honest and authors'-protocol numbers."""
   runs = finished_runs(table_row)
   honest = {m: mean_std([r["test"][m] for r in runs if r.get("test")]) for m in metrics}
+  valid = {m: mean_std([r["valid"][m] for r in runs]) for m in metrics}
   authors = {m: mean_std([r["authors_protocol"][m] for r in runs
                           if m in r.get("authors_protocol", {})]) for m in metrics}
   started = os.path.isdir(_base(table_row)) or glob.glob(_base(table_row) + "-seed*")
   return {"name": table_row.name, "label": table_row.label, "dataset": table_row.dataset,
           "variant": table_row.variant, "flags": dict(table_row.flags), "honest": honest,
-          "authors_protocol": authors,
+          "valid": valid, "authors_protocol": authors,
           "compared_with": [{"label": label, "published": values}
                             for label, values in comparisons(table_row)],
           "status": "finished" if runs else ("unfinished" if started else "not run"),
           "runs": [{key: r.get(key) for key in ("folder", "seed", "epochs_trained",
                                                 "selected_epoch", "train_seconds",
                                                 "wall_seconds", "examples_per_second", "test",
-                                                "authors_protocol")} for r in runs]}
+                                                "valid", "authors_protocol", "peak_rss_bytes")}
+                   for r in runs]}
 
 
 def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]:
@@ -303,6 +330,8 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
   if spec.get("higher"):
     lines.append(f"{checked - len(lines)} of {checked} directions checked agree with the paper "
                  "(rows without finished runs are not checked).")
+  if spec.get("baseline"):
+    lines += against_baseline(results, spec["baseline"], spec["metrics"])
   for name, label, least in spec.get("targets", ()):
     ours = results[name]
     reference = next(c["published"] for c in ours["compared_with"] if c["label"] == label)
@@ -312,6 +341,28 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
         verdict = "met" if difference >= least else "missed"
         lines.append(f"Target {verdict}: {ours['label']} {NAMES[metric]} is {difference:+.2f} "
                      f"from {label} (target: {least:+.2f} or more).")
+  return lines
+
+
+def against_baseline(results: Dict[str, Dict[str, Any]], baseline: str,
+                     metrics: Sequence[str]) -> List[str]:
+  """Each row's validation numbers against the baseline row's: better, within tolerance, worse."""
+  base = results[baseline]
+  lines = []
+  for name, result in results.items():
+    if name == baseline or not result["runs"] or not base["runs"]:
+      continue
+    differences = {m: result["valid"][m]["mean"] - base["valid"][m]["mean"] for m in metrics}
+    listed = ", ".join(f"{NAMES[m]} {d:+.2f}" for m, d in differences.items())
+    if all(d > 0 for d in differences.values()):
+      verdict = f"better than {base['label']} on validation: it should be the default"
+    elif all(d >= -SPEED_TOLERANCE for d in differences.values()):
+      verdict = f"within {SPEED_TOLERANCE} points of {base['label']} on validation"
+    else:
+      verdict = f"worse than {base['label']} on validation by more than {SPEED_TOLERANCE} points"
+    speed = result["runs"][0]["examples_per_second"] / base["runs"][0]["examples_per_second"]
+    lines.append(f"{result['label']}: validation {listed}; {verdict}. Training speed "
+                 f"{speed:.2f}x the default's (examples/s of the two runs).")
   return lines
 
 
@@ -424,6 +475,10 @@ FIGURES = {"fig5": levels_figure, "fig7": session_length_figure}
 # The table
 
 
+def _gigabytes(size: Optional[int]) -> str:
+  return "—" if size is None else f"{size / 1e9:.2f}"
+
+
 def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
            environment: Dict[str, Any], passthrough: Sequence[str], extra_lines: Sequence[str],
            note_lines: Sequence[str]) -> str:
@@ -462,19 +517,27 @@ def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
         difference = f"{ours['mean'] - published:+.2f}" if ours else "—"
         lines.append("| " + " | ".join(cells + [f"{published:.2f}", reference["label"],
                                                 difference]) + " |")
+  if spec.get("baseline"):
+    lines += ["", "## Validation split (%, the split options are chosen on)", "",
+              "| row | " + " | ".join(NAMES[m] for m in spec["metrics"]) + " |",
+              "|---|" + "---|" * len(spec["metrics"])]
+    lines += [f"| {result['label']} | " + " | ".join(fmt(result["valid"][m])
+                                                     for m in spec["metrics"]) + " |"
+              for result in results.values()]
   lines += ["", "## Runs", "",
             "| row | run folder | seed | variant | flags | epochs trained | selected epoch "
-            "| train s | wall s (last invocation) | examples/s |", "|---|" + "---|" * 9]
+            "| train s | wall s (last invocation) | examples/s | peak RSS GB (last invocation) |",
+            "|---|" + "---|" * 10]
   for result in results.values():
     row_flags = " ".join(f"--{key}={value}" for key, value in result["flags"].items()) or "—"
     for run in result["runs"]:
       lines.append(f"| {result['label']} | {run['folder']} | {run['seed']} | {result['variant']} "
                    f"| {row_flags} | {run['epochs_trained']} | {run['selected_epoch']} "
                    f"| {run['train_seconds']:.0f} | {run['wall_seconds']:.0f} "
-                   f"| {run['examples_per_second']:.0f} |")
+                   f"| {run['examples_per_second']:.0f} | {_gigabytes(run['peak_rss_bytes'])} |")
     if not result["runs"]:
       lines.append(f"| {result['label']} | {result['name']}{_suffix()} | — | {result['variant']} "
-                   f"| {row_flags} | {result['status']} | — | — | — | — |")
+                   f"| {row_flags} | {result['status']} | — | — | — | — | — |")
   if extra_lines:
     lines += ["", *extra_lines]
   lines += ["", "## Notes", ""] + [f"- {note}" for note in note_lines]

@@ -20,12 +20,16 @@ from data.atomic import atomic_output
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, "
-                  "encoder_cost, evaluation, index_scale, serving, soak).")
+                  "encoder_cost, evaluation, epoch, index_scale, serving, soak).")
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
 flags.DEFINE_string("run_dir", "runs/gowalla-attenmixer", "A trained Gowalla run folder (that of "
                     "`make train`, or runs/gowalla-attenmixer-full of benchmarks.full_run) for "
                     "the serving and soak benchmarks.")
 
+
+# The one-epoch runs of results/reproduction/options.md that `make bench` measures (issue 6).
+EPOCH_ROWS = ("gowalla-attenmixer", "gowalla-attenmixer-table_dropout0.0",
+              "gowalla-attenmixer-batch_size512-learning_rate0.002263")
 
 
 def benchmarks(run_dir: str):
@@ -38,6 +42,11 @@ def benchmarks(run_dir: str):
                        "--record_as=encoder_cost", "--variants=default,variant=srgnn,"
                        "variant=srgnn_am,variant=sgnnhn,variant=sgnnhn_am"],
       "evaluation": ["benchmarks.evaluation", "--dataset=gowalla"],
+      # One-epoch Gowalla runs (batch 100, batch 512, no table dropout): minutes per epoch,
+      # examples/s, peak memory and accuracy, in results/reproduction/options.md. Finished runs
+      # are kept (remove runs/reproduction/short/<row> to measure one again); ~1 h on 2 cores.
+      "epoch": ["benchmarks.reproduce", "--table=options", "--protocol=short",
+                f"--rows={','.join(EPOCH_ROWS)}"],
       "index_scale": ["benchmarks.index_scale"],
       # These two need a trained Gowalla run (--run_dir).
       "serving": ["benchmarks.serving", f"--run_dir={run_dir}"],
@@ -70,6 +79,11 @@ def render(everything) -> str:
     for row in rows:
       lines.append("| " + " | ".join(_format(row[k]) if k in row else "" for k in keys) + " |")
     lines.append("")
+  options = os.path.join(common.RESULTS_DIR, "reproduction", "options.md")
+  if os.path.isfile(options):
+    lines += ["## Epoch time and accuracy", "", "See [reproduction/options.md]"
+              "(reproduction/options.md) (one-epoch runs: minutes, examples/s, peak memory, "
+              "validation and test accuracy of each setting).", ""]
   recall = os.path.join(common.RESULTS_DIR, "serving_index_recall.md")
   if os.path.isfile(recall):
     lines += ["## Top-K indexes", "", "See [serving_index_recall.md](serving_index_recall.md) "

@@ -115,6 +115,31 @@ def test_fig7_evaluates_both_runs_by_session_length(folders, table_2):
   assert 0 <= groups["short (<= 5)"]["hr_at_20"]["mean"] <= 100
 
 
+def test_options_table_compares_validation_with_the_default_row(folders, table_2):
+  result = reproduce(folders, "--table=options", "--rows=gowalla-attenmixer-table_dropout0.0")
+  assert "skipped gowalla-attenmixer-on-synthetic" not in result.stderr  # Not selected...
+  markdown, table, _ = output_of(folders, "options")
+  rows = {row["name"]: row for row in table["rows"]}
+  assert rows["gowalla-attenmixer"]["status"] == "finished"  # ...but Table 2's run is shown.
+  trained = rows["gowalla-attenmixer-table_dropout0.0"]
+  assert trained["status"] == "finished" and trained["flags"] == {"table_dropout": 0.0}
+  config = json.load(open(folders["runs"] / "reproduction" / "short" /
+                          "gowalla-attenmixer-table_dropout0.0-on-synthetic" / "config.json"))
+  assert config["experiment"]["model"]["table_dropout"] == 0.0
+  assert rows["gowalla-attenmixer-batch_size512-learning_rate0.002263"]["status"] == "not run"
+  assert "## Validation split" in markdown
+  assert re.search(r"^\| no table dropout \(faster step\) \| \d+\.\d\d \| \d+\.\d\d \|$",
+                   markdown, re.M), markdown
+  verdict = re.search(r"no table dropout \(faster step\): validation HR@20 ([+-][\d.]+), "
+                      r"MRR@20 ([+-][\d.]+); (better|within|worse)", markdown)
+  assert verdict, markdown
+  valid = {name: rows[name]["valid"]["hr_at_20"]["mean"]
+           for name in ("gowalla-attenmixer", "gowalla-attenmixer-table_dropout0.0")}
+  assert float(verdict.group(1)) == pytest.approx(
+      valid["gowalla-attenmixer-table_dropout0.0"] - valid["gowalla-attenmixer"], abs=0.006)
+  assert trained["runs"][0]["peak_rss_bytes"] > 100e6  # TensorFlow alone needs more.
+
+
 def test_metrics_by_length_on_a_handmade_example():
   from benchmarks.session_length import metrics_by_length
   result = metrics_by_length(ranks=np.array([1, 3, 25, 2, 20, 21]),
@@ -159,3 +184,10 @@ def test_ranks_and_lengths_match_a_direct_numpy_computation():
     assert result[group]["hr_at_5"] == pytest.approx(100 * hits.mean())
     assert result[group]["mrr_at_5"] == pytest.approx(
         100 * np.where(hits, 1 / expected_ranks[mask], 0).mean())
+
+
+def test_make_bench_epoch_rows_are_rows_of_the_options_table():
+  from benchmarks import reproduce
+  from benchmarks import run_all
+  names = {table_row.name for table_row in reproduce.TABLES["options"]["rows"]}
+  assert set(run_all.EPOCH_ROWS) <= names, sorted(names)

@@ -11,6 +11,7 @@ Distributed: `--strategy=multi_worker` with `TF_CONFIG` set in every worker (see
 """
 
 import os
+import resource
 import sys
 import time
 
@@ -137,6 +138,9 @@ def main(argv) -> int:
   summary = trainer.summary()
   summary.update({"dataset": FLAGS.dataset, "variant": FLAGS.variant, "config": config.to_dict(),
                   "dataset_stats": stats, "wall_seconds": time.time() - started,
+                  # Linux reports kilobytes; this invocation only (a resumed run's earlier ones
+                  # are not counted).
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "steps_per_epoch": trainer.steps_per_epoch,
                   "replicas": strategy.num_replicas_in_sync,
                   "published": paper.published(FLAGS.dataset, FLAGS.variant)})
