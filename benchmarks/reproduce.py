@@ -156,10 +156,14 @@ TABLES: Dict[str, Dict[str, Any]] = {
               row("gowalla", "attenmixer", "batch 512, learning rate x sqrt(5.12)",
                   batch_size=512, learning_rate=round(1e-3 * math.sqrt(512 / 100), 6))),
         baseline="gowalla-attenmixer",
-        caption="Each row changes one setting of the default configuration (first row). Options "
-                "are chosen on the validation split: the default is the better one there. A "
-                "speed setting may become the default only if its validation HR@20 and MRR@20 "
-                f"are within {SPEED_TOLERANCE} points of the default's (issue 6)."),
+        caption="Each row changes one setting of the default configuration (first row, the "
+                "paper's). Options are compared on the validation split, never on test. A "
+                "setting that is faster, or better, after the short protocol becomes the default "
+                "only once a full-protocol run confirms it: a regulariser such as the table "
+                "dropout, or a larger batch with a larger learning rate, can help after one "
+                "epoch and hurt after ten, and the committed full-protocol numbers must be those "
+                f"of the default. Tolerance for a faster setting: {SPEED_TOLERANCE} points of "
+                "validation HR@20 and MRR@20 (issue 6)."),
     "other": dict(
         title="Atten-Mixer on Yoochoose 1/64 and Retailrocket",
         metrics=TOP_20,
@@ -355,7 +359,7 @@ def against_baseline(results: Dict[str, Dict[str, Any]], baseline: str,
     differences = {m: result["valid"][m]["mean"] - base["valid"][m]["mean"] for m in metrics}
     listed = ", ".join(f"{NAMES[m]} {d:+.2f}" for m, d in differences.items())
     if all(d > 0 for d in differences.values()):
-      verdict = f"better than {base['label']} on validation: it should be the default"
+      verdict = f"better than {base['label']} on validation"
     elif all(d >= -SPEED_TOLERANCE for d in differences.values()):
       verdict = f"within {SPEED_TOLERANCE} points of {base['label']} on validation"
     else:

@@ -24,7 +24,7 @@ flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
 flags.DEFINE_string("run_dir", "runs/gowalla-attenmixer", "A trained Gowalla run folder (that of "
                     "`make train`, or runs/gowalla-attenmixer-full of benchmarks.full_run) for "
-                    "the serving and soak benchmarks.")
+                    "the index_scale, serving and soak benchmarks.")
 
 
 # The one-epoch runs of results/reproduction/options.md that `make bench` measures (issue 6).
@@ -33,7 +33,9 @@ EPOCH_ROWS = ("gowalla-attenmixer", "gowalla-attenmixer-table_dropout0.0",
 
 
 def benchmarks(run_dir: str):
-  """name -> module arguments. Each records entry `name` in results/benchmarks.json."""
+  """name -> module arguments. Each records entry `name` in results/benchmarks.json, except
+  `epoch` (results/reproduction/options.md) and `index_scale` (results/serving_index_recall.md),
+  whose tables BENCHMARKS.md links to."""
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
       "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
@@ -47,8 +49,8 @@ def benchmarks(run_dir: str):
       # are kept (remove runs/reproduction/short/<row> to measure one again); ~1 h on 2 cores.
       "epoch": ["benchmarks.reproduce", "--table=options", "--protocol=short",
                 f"--rows={','.join(EPOCH_ROWS)}"],
-      "index_scale": ["benchmarks.index_scale"],
-      # These two need a trained Gowalla run (--run_dir).
+      # These three need a trained Gowalla run (--run_dir).
+      "index_scale": ["benchmarks.index_scale", f"--run_dir={run_dir}"],
       "serving": ["benchmarks.serving", f"--run_dir={run_dir}"],
       # 32 clients, 60 s timed, memory after 10,000 and 100,000 requests (~10 min on 2 cores).
       "soak": ["benchmarks.soak", f"--export={run_dir}/export/attenmixer"],
