@@ -5,7 +5,7 @@ import json
 import os
 import platform
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from data.atomic import atomic_output
 
@@ -22,6 +22,19 @@ def cpu_model() -> str:
   except OSError:
     pass
   return platform.processor() or "unknown"
+
+
+def proc_bytes(path: str, field: str) -> Optional[int]:
+  """The `field:  <n> kB` line of a /proc file (e.g. /proc/self/status, VmRSS), in bytes; None
+  if the file or the field is absent."""
+  try:
+    with open(path) as status:
+      for line in status:
+        if line.startswith(field + ":"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
 
 
 def environment() -> Dict[str, Any]:

@@ -171,26 +171,14 @@ def _training_summary(run_dir: str) -> str:
 
 # ---------------------------------------------------------------------------------- memory
 
-def _proc_bytes(path: str, field: str) -> Optional[int]:
-  """The `field:  <n> kB` line of a /proc file, in bytes (None if absent)."""
-  try:
-    with open(path) as status:
-      for line in status:
-        if line.startswith(field + ":"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return None
-
-
 def resident_bytes() -> int:
   """This process's resident memory now (VmRSS)."""
-  return _proc_bytes("/proc/self/status", "VmRSS") or 0
+  return common.proc_bytes("/proc/self/status", "VmRSS") or 0
 
 
 def available_bytes() -> int:
   """Memory the system can give without swapping (MemAvailable)."""
-  return _proc_bytes("/proc/meminfo", "MemAvailable") or 0
+  return common.proc_bytes("/proc/meminfo", "MemAvailable") or 0
 
 
 class PeakRss:
@@ -206,7 +194,7 @@ class PeakRss:
 
   def stage(self) -> int:
     """The peak (bytes) since the previous call or the creation; starts the next stage."""
-    peak = _proc_bytes("/proc/self/status", "VmHWM")
+    peak = common.proc_bytes("/proc/self/status", "VmHWM")
     if peak is None:
       peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if self.resettable:
@@ -590,7 +578,7 @@ def main(argv: List[str]) -> None:
                                   export_dir, FLAGS.sweep)
   environment = {**common.environment(), "machine": platform.platform(),
                  "tensorflow": tf.__version__,
-                 "memory_total_bytes": _proc_bytes("/proc/meminfo", "MemTotal") or 0}
+                 "memory_total_bytes": common.proc_bytes("/proc/meminfo", "MemTotal") or 0}
   write_report(FLAGS.output, {"environment": environment, "memory_margin": FLAGS.memory_margin,
                               "memory_budget_forced": budget is not None, "large_items": plans,
                               "catalogues": catalogues + large})

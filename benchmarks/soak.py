@@ -49,11 +49,10 @@ MB = 1 << 20
 
 def resident_bytes(pid: int) -> int:
   """The resident memory (VmRSS) of process `pid`, in bytes."""
-  with open(f"/proc/{pid}/status") as status:
-    for line in status:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) * 1024  # in kB
-  raise RuntimeError(f"no VmRSS in /proc/{pid}/status: is {pid} a zombie?")
+  resident = common.proc_bytes(f"/proc/{pid}/status", "VmRSS")
+  if resident is None:
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status: is {pid} a zombie?")
+  return resident
 
 
 def session_requests(prepared_dir: str, model_name: str, count: int,
