@@ -1,11 +1,13 @@
-"""Recording benchmark results: every figure with its command, date, CPU model and thread count."""
+"""Recording benchmark results (every figure with its command, date, CPU model and thread count)
+and timing calls."""
 
 import datetime
 import json
 import os
 import platform
 import sys
-from typing import Any, Dict, Optional
+import time
+from typing import Any, Callable, Dict, Optional
 
 from data.atomic import atomic_output
 
@@ -61,3 +63,14 @@ def record(name: str, results: Any) -> None:
   with atomic_output(BENCHMARKS_FILE) as temporary:
     with open(temporary, "w") as out:
       json.dump(everything, out, indent=1)
+
+
+def time_calls(function: Callable, steps: int) -> float:
+  """Seconds per call, after one warm-up call."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.nest.flatten(function())[0].numpy()
+  started = time.perf_counter()
+  for _ in range(steps):
+    result = function()
+  tf.nest.flatten(result)[0].numpy()
+  return (time.perf_counter() - started) / steps

@@ -19,7 +19,7 @@ from benchmarks import common
 from data.atomic import atomic_output
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, "
+flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, threads, "
                   "encoder_cost, evaluation, epoch, index_scale, serving, soak).")
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
 flags.DEFINE_string("run_dir", "runs/gowalla-attenmixer", "A trained Gowalla run folder (that of "
@@ -39,11 +39,15 @@ def benchmarks(run_dir: str):
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
       "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
+      # One process per intra_op:inter_op thread setting (~6 min).
+      "threads": ["benchmarks.threads", "--dataset=gowalla", "--batch_sizes=100", "--steps=10",
+                  "--repetitions=3"],
       # The paper's Table 2 Time column, as ratios: GNN encoders and readouts against Atten-Mixer.
       "encoder_cost": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100",
                        "--record_as=encoder_cost", "--variants=default,variant=srgnn,"
                        "variant=srgnn_am,variant=sgnnhn,variant=sgnnhn_am"],
-      "evaluation": ["benchmarks.evaluation", "--dataset=gowalla"],
+      "evaluation": ["benchmarks.evaluation", "--dataset=gowalla",
+                     "--eval_batch_sizes=500,2000"],
       # One-epoch Gowalla runs (batch 100, batch 512, no table dropout): minutes per epoch,
       # examples/s, peak memory and accuracy, in results/reproduction/options.md. Finished runs
       # are kept (remove runs/reproduction/short/<row> to measure one again); ~1 h on 2 cores.
@@ -65,6 +69,37 @@ def _format(value) -> str:
   return str(value)
 
 
+def effects(rows) -> list:
+  """Bullet lines comparing, per batch size, each variant's step and each measured alternative
+  of the default step (`benchmarks.train_step` rows) with the default, as ratios."""
+  lines = []
+  defaults = {r["batch_size"]: r for r in rows if r.get("variant") == "default"}
+  for r in rows:
+    default = defaults.get(r.get("batch_size"))
+    if default is None or "step_ms" not in r:
+      continue
+    batch = f"batch {r['batch_size']}"
+    if r is not default:
+      step, ratio = r["step_ms"] / default["step_ms"], r["ratio"] / default["ratio"]
+      lines.append(f"- `{r['variant']}`, {batch}: step {r['step_ms']:.1f} ms against the "
+                   f"default's {default['step_ms']:.1f} ms ({step:.2f}x); to their floors (timed "
+                   f"beside each, so machine noise cancels) {r['ratio']:.2f} against "
+                   f"{default['ratio']:.2f} ({ratio:.2f}x)")
+      continue
+    if "step_cached_input_ms" in r:
+      lines.append(f"- input pipeline, {batch}: the step fed one cached batch "
+                   f"{r['step_cached_input_ms']:.1f} ms against {r['step_ms']:.1f} ms from the "
+                   f"pipeline ({r['step_cached_input_ms'] / r['step_ms']:.2f}x)")
+    for kind in ("xla", "native"):
+      dense, scatter = (r.get(f"step_lookup_gradient_{form}_{kind}_ms")
+                        for form in ("dense", "scatter"))
+      if dense and scatter:
+        lines.append(f"- item-table gradient with the lookup's gradient scattered into the "
+                     f"product's instead of made dense, {batch}, {kind}: {scatter:.1f} ms against "
+                     f"{dense:.1f} ms ({scatter / dense:.2f}x)")
+  return lines
+
+
 def render(everything) -> str:
   lines = ["# Benchmarks", "",
            "Written by `make bench` (`python -m benchmarks.run_all`) from `benchmarks.json`. "
@@ -81,6 +116,9 @@ def render(everything) -> str:
     for row in rows:
       lines.append("| " + " | ".join(_format(row[k]) if k in row else "" for k in keys) + " |")
     lines.append("")
+    comparisons = effects(rows)
+    if comparisons:
+      lines += ["Same process, as ratios to the default:", "", *comparisons, ""]
   options = os.path.join(common.RESULTS_DIR, "reproduction", "options.md")
   if os.path.isfile(options):
     lines += ["## Epoch time and accuracy", "", "See [reproduction/options.md]"

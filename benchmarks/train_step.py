@@ -14,9 +14,19 @@ ratio to the floor. So is each part of the step on one fixed batch (`step_gradie
 and backward; `step_query_tower_ms`: the query tower's share of it; `step_scoring_ms`: the
 catalogue scoring and loss's share, also without the table dropout and as a plain product without
 normalisation; `step_update_ms`: the Adam update of all variables), which shows where the time
-beyond the floor goes. Each `--variants`
-entry (an option changed over the flags' configuration) is timed the same way, against its own
-floor, so the effect of XLA, bfloat16 or the table dropout is a ratio from one process.
+beyond the floor goes. Two more comparisons are made for the first variant:
+
+- `step_cached_input_ms`: the same step fed one batch cached in memory instead of the input
+  pipeline, the bound that any prefetch or parallelism setting of the pipeline could reach;
+- `lookup_gradient_*_ms`: the gradient of the item table when it is both looked up (the input
+  items, `[B, L]`) and multiplied (the scores), as TensorFlow forms it (the lookup's sparse
+  gradient made dense, then added) against a scatter of the lookup's gradient into the dense
+  gradient of the product, with the real shapes and batch of the step.
+
+Each `--variants` entry (an option changed over the flags' configuration) is timed the same way,
+against its own floor, so the effect of XLA, bfloat16 or the table dropout is a ratio from one
+process. Thread settings apply to a whole process (`--intra_op_threads`, `--inter_op_threads`;
+benchmarks.threads runs one process per setting).
 """
 
 import collections
@@ -24,7 +34,6 @@ import dataclasses
 import json
 import os
 import statistics
-import time
 from typing import Callable, Dict, List
 
 from absl import app
@@ -32,6 +41,7 @@ from absl import flags
 from absl import logging
 
 from benchmarks import common
+from benchmarks import step_ops
 from data import flags as data_flags
 from data import registry
 from data.prepare import prepare
@@ -44,48 +54,16 @@ flags.DEFINE_list("variants", ["default", "table_dropout=0", "jit_compile=false"
                   "Configurations to time, each `default` or `option=value[+option=value]` over "
                   "the flags' configuration (`variant=srgnn`: another row of the paper); the "
                   "step's parts are timed for the first.")
-flags.DEFINE_string("record_as", "train_step", "Name of the entry in results/benchmarks.json.")
+flags.DEFINE_string("record_as", "train_step", "Name of the entry in results/benchmarks.json "
+                    "(empty: not recorded there).")
+flags.DEFINE_string("json_output", None, "Also write the results to this JSON file.")
 flags.DEFINE_integer("steps", 30, "Timed steps per repetition.")
 flags.DEFINE_integer("repetitions", 5, "Interleaved repetitions of floor and step (median kept).")
-
-
-def floor_parts(batch_size: int, num_items: int, dim: int, dtype,
-                jit_compile: bool) -> Dict[str, Callable]:
-  """The unavoidable work of one step as stock-op functions: the products and the Adam update."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  table = tf.Variable(tf.random.normal([num_items, dim]), name="table")
-  optimizer = tf.keras.optimizers.Adam(1e-3)
-  optimizer.jit_compile = jit_compile
-  optimizer.build([table])
-  queries = tf.random.normal([batch_size, dim])
-  upstream = tf.random.normal([batch_size, num_items])
-  grad = tf.random.normal([num_items, dim])
-
-  @tf.function(jit_compile=jit_compile)
-  def products():
-    q, t, g = (tf.cast(queries, dtype), tf.cast(table, dtype), tf.cast(upstream, dtype))
-    logits = tf.matmul(q, t, transpose_b=True)               # forward  [B, N]
-    grad_queries = tf.matmul(g, t)                           # backward [B, d]
-    grad_table = tf.matmul(g, q, transpose_a=True)           # backward [N, d]
-    return logits, grad_queries, grad_table  # whole outputs, so that XLA computes all of them
-
-  @tf.function
-  def update():
-    optimizer.apply_gradients([(grad, table)])
-    return table[0, 0]
-
-  return {"products": products, "update": update}
-
-
-def time_calls(function: Callable, steps: int) -> float:
-  """Seconds per call, after one warm-up call."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.nest.flatten(function())[0].numpy()
-  started = time.perf_counter()
-  for _ in range(steps):
-    result = function()
-  tf.nest.flatten(result)[0].numpy()
-  return (time.perf_counter() - started) / steps
+flags.DEFINE_bool("parts", True, "Time the step's parts and the extra comparisons for the "
+                  "first variant.")
+flags.DEFINE_integer("intra_op_threads", 0, "Threads of one op (0: TensorFlow's default, the "
+                     "number of cores).")
+flags.DEFINE_integer("inter_op_threads", 0, "Ops run concurrently (0: TensorFlow's default).")
 
 
 def step_parts(trainer, batch) -> Dict[str, Callable]:
@@ -161,6 +139,7 @@ def config_for(variant: str):
 def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
   """Step and floor times (and the step's parts) over interleaved repetitions (medians)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data.pipeline import make_dataset  # pylint: disable=g-import-not-at-top
   from trainer.cluster import TaskInfo  # pylint: disable=g-import-not-at-top
   from trainer.strategy import create_strategy  # pylint: disable=g-import-not-at-top
   from trainer.training import Trainer  # pylint: disable=g-import-not-at-top
@@ -176,21 +155,30 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
   iterator = iter(trainer._distributed("train", training=True))  # pylint: disable=protected-access
   step = lambda: trainer._train_step(iterator)  # pylint: disable=protected-access
   dtype = tf.bfloat16 if config.train.mixed_precision == "bfloat16" else tf.float32
-  floors = {("native", "xla")[jit]: floor_parts(batch_size, prepared.num_items,
+  floors = {("native", "xla")[jit]: step_ops.floor_parts(batch_size, prepared.num_items,
                                                 config.model.embedding_dim, dtype, jit)
             for jit in (False, True)}
   parts = {}
   if with_parts:
     batch = next(iter(trainer._distributed("train", training=True)))  # pylint: disable=protected-access
     parts = step_parts(trainer, batch)
+    cached = iter(trainer.strategy.distribute_datasets_from_function(
+        lambda context: make_dataset(prepared, "train", trainer.input_config, training=True,
+                                     input_context=context).take(1).cache().repeat()))
+    parts["cached_input"] = lambda: trainer._train_step(cached)  # pylint: disable=protected-access
+    for jit in (False, True):
+      kind = ("native", "xla")[jit]
+      for name, function in step_ops.lookup_gradient_parts(
+          batch["items"], prepared.num_items + 1, config.model.embedding_dim, jit).items():
+        parts[f"lookup_gradient_{name}_{kind}"] = function
   times: Dict[str, List[float]] = collections.defaultdict(list)
   for _ in range(FLAGS.repetitions):
-    times["step"].append(time_calls(step, FLAGS.steps))
+    times["step"].append(common.time_calls(step, FLAGS.steps))
     for kind, functions in floors.items():
       for name, function in functions.items():
-        times[f"floor_{name}_{kind}"].append(time_calls(function, FLAGS.steps))
+        times[f"floor_{name}_{kind}"].append(common.time_calls(function, FLAGS.steps))
     for name, function in parts.items():
-      times[f"step_{name}"].append(time_calls(function, FLAGS.steps))
+      times[f"step_{name}"].append(common.time_calls(function, FLAGS.steps))
   medians = {name: median_ms(values) for name, values in times.items()}
   floor_products = min(medians["floor_products_native"], medians["floor_products_xla"])
   floor_update = min(medians["floor_update_native"], medians["floor_update_xla"])
@@ -199,6 +187,8 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
   return {
       "variant": variant,
       "batch_size": batch_size,
+      "intra_op_threads": FLAGS.intra_op_threads,
+      "inter_op_threads": FLAGS.inter_op_threads,
       "step_ms": step_ms,
       "floor_ms": floor,
       "ratio": step_ms / floor,
@@ -210,14 +200,22 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
 
 def main(argv):
   del argv
-  results: List[Dict] = [measure(int(b), variant, with_parts=variant == FLAGS.variants[0])
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+  tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+  results: List[Dict] = [measure(int(b), variant,
+                                 with_parts=FLAGS.parts and variant == FLAGS.variants[0])
                          for variant in FLAGS.variants for b in FLAGS.batch_sizes]
   for r in results:
     logging.info("%s, batch %d: step %.1f ms, floor %.1f ms, ratio %.2f, %.0f examples/s",
                  r["variant"], r["batch_size"], r["step_ms"], r["floor_ms"], r["ratio"],
                  r["examples_per_second"])
   print(json.dumps(results, indent=1))
-  common.record(FLAGS.record_as, results)
+  if FLAGS.json_output:
+    with open(FLAGS.json_output, "w") as out:
+      json.dump(results, out)
+  if FLAGS.record_as:
+    common.record(FLAGS.record_as, results)
 
 
 if __name__ == "__main__":
