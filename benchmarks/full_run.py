@@ -22,11 +22,11 @@ flags.DEFINE_string("runs_dir", "runs", "Where run folders are kept.")
 
 
 def main(argv):
-  name = f"{FLAGS.dataset}-{FLAGS.variant}-full"
-  run_dir = os.path.join(FLAGS.runs_dir, name)
-  log_path = os.path.join(FLAGS.runs_dir, f"{name}.log")
-  code = trainer_runs.run_trainer([f"--dataset={FLAGS.dataset}", f"--variant={FLAGS.variant}",
-                                   f"--run_dir={run_dir}", *argv[1:]], log_path)
+  run_dir = trainer_runs.full_run_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.variant)
+  log_path = run_dir + ".log"
+  code = trainer_runs.run_trainer(
+      [*trainer_runs.full_run_args(FLAGS.runs_dir, FLAGS.dataset, FLAGS.variant), *argv[1:]],
+      log_path)
   if code:
     return code
   destination = os.path.join(common.RESULTS_DIR, FLAGS.dataset, FLAGS.variant)

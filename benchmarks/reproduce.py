@@ -9,10 +9,13 @@ Each row of a table (`TABLES`) is one `python -m trainer.main` run per seed, in
 `<runs_dir>/reproduction/<protocol>/<row>[-seed<N>]`, its log teed to that path plus `.log`. A
 rerun skips finished runs (their folder has metrics.json) and resumes unfinished ones (the trainer
 resumes from its checkpoints when rerun with the same folder and flags). A row shared by two tables
-(e.g. `gowalla-attenmixer`) is trained once. Each finished run's metrics.json, config.json, log and
-trainer command are copied to `<results_dir>/reproduction/<protocol>/<row>[-seed<N>]/`. Figure 7
-evaluates the rows' selected-epoch weights by session length (`benchmarks.session_length`) and
-caches the result in each run folder (`session_length_test.json`).
+(e.g. `gowalla-attenmixer`) is trained once; so is a row that is the paper's configuration of a
+variant under the full protocol, whose first run is that of `benchmarks.full_run`
+(`<runs_dir>/<dataset>-<variant>-full`, same trainer command). Each finished run's metrics.json,
+config.json, log and trainer command are copied to
+`<results_dir>/reproduction/<protocol>/<row>[-seed<N>]/`. Figure 7 evaluates the rows'
+selected-epoch weights by session length (`benchmarks.session_length`) and caches the result in
+each run folder (`session_length_test.json`).
 
 The table is written to `<results_dir>/reproduction/<table>.md` with `<table>.json` beside it
 (and `<table>.png` for the figures): for every row and metric our test number (mean ± std over
@@ -151,6 +154,8 @@ TABLES: Dict[str, Dict[str, Any]] = {
                   level_aggregation="concat"),
               row("gowalla", "attenmixer", "softmax -> the code's sigmoid-softmax attention",
                   attention_scoring="sigmoid_softmax"),
+              row("gowalla", "attenmixer_code", "the authors' code's readout (L = 7, concat, "
+                  "reshaped heads, sigmoid-softmax, its normalisations)"),
               row("gowalla", "attenmixer", "no table dropout (faster step)", table_dropout=0.0),
               row("gowalla", "attenmixer", "bfloat16 mixed precision", mixed_precision="bfloat16"),
               row("gowalla", "attenmixer", "batch 512, learning rate x sqrt(5.12)",
@@ -202,14 +207,25 @@ def _copies_root() -> str:
   return os.path.join(FLAGS.results_dir, "reproduction", FLAGS.protocol)
 
 
+def _is_full_run(table_row: Row) -> bool:
+  """Whether a row's (first) run is that of `benchmarks.full_run`: the full protocol, the paper's
+  configuration of a variant on a real dataset. Such a run is trained once for both."""
+  return FLAGS.protocol == "full" and not FLAGS.dataset_override and not table_row.flags
+
+
 def _base(table_row: Row) -> str:
   """A row's run folder, before any -seed<N> suffix."""
+  if _is_full_run(table_row):
+    return trainer_runs.full_run_dir(FLAGS.runs_dir, table_row.dataset, table_row.variant)
   return os.path.join(_runs_root(), table_row.name + _suffix())
 
 
 def trainer_args(table_row: Row, seed: Optional[str], run_dir: str,
                  passthrough: Sequence[str]) -> List[str]:
   """The trainer's flags for one run; the row's own flags come last, so they always hold."""
+  if seed is None and _is_full_run(table_row):
+    return [*trainer_runs.full_run_args(FLAGS.runs_dir, table_row.dataset, table_row.variant),
+            *passthrough]
   args = [f"--dataset={FLAGS.dataset_override or table_row.dataset}",
           f"--variant={table_row.variant}", f"--run_dir={run_dir}", "--export_indexes="]
   if FLAGS.protocol == "short":

@@ -7,9 +7,20 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Sequence
+from typing import List, Sequence
 
 from trainer import run_dir as run_dir_lib
+
+
+def full_run_dir(runs_dir: str, dataset: str, variant: str) -> str:
+  """The run folder of `benchmarks.full_run` (the log is this path plus `.log`)."""
+  return os.path.join(runs_dir, f"{dataset}-{variant}-full")
+
+
+def full_run_args(runs_dir: str, dataset: str, variant: str) -> List[str]:
+  """The trainer flags of `benchmarks.full_run`: the paper's protocol, every index exported."""
+  return [f"--dataset={dataset}", f"--variant={variant}",
+          f"--run_dir={full_run_dir(runs_dir, dataset, variant)}"]
 
 
 def run_trainer(args: Sequence[str], log_path: str) -> int:

@@ -191,3 +191,27 @@ def test_make_bench_epoch_rows_are_rows_of_the_options_table():
   from benchmarks import run_all
   names = {table_row.name for table_row in reproduce.TABLES["options"]["rows"]}
   assert set(run_all.EPOCH_ROWS) <= names, sorted(names)
+
+
+def test_full_protocol_shares_the_run_of_benchmarks_full_run(tmp_path):
+  """Under the full protocol, a row with the paper's configuration of its variant IS the run of
+  `benchmarks.full_run` (same folder, same trainer flags), so it is not trained twice; seeds
+  and rows with changed options get folders of their own."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from benchmarks import reproduce as runner  # pylint: disable=g-import-not-at-top
+  from benchmarks import trainer_runs  # pylint: disable=g-import-not-at-top
+  # pylint: disable=protected-access
+  flags.FLAGS.mark_as_parsed()
+  gowalla = runner.GOWALLA_ATTENMIXER
+  changed = next(r for r in runner.TABLES["options"]["rows"] if r.flags)
+  full_run = str(tmp_path / "gowalla-attenmixer-full")
+  with flagsaver.flagsaver(protocol="full", runs_dir=str(tmp_path), dataset_override=None):
+    assert runner._base(gowalla) == full_run
+    assert runner.trainer_args(gowalla, None, full_run, ["--epochs=2"]) == [
+        *trainer_runs.full_run_args(str(tmp_path), "gowalla", "attenmixer"), "--epochs=2"]
+    assert "--seed=1" in runner.trainer_args(gowalla, "1", full_run + "-seed1", [])
+    assert runner._base(changed).startswith(str(tmp_path / "reproduction" / "full"))
+  with flagsaver.flagsaver(protocol="short", runs_dir=str(tmp_path), dataset_override=None):
+    assert runner._base(gowalla) == str(tmp_path / "reproduction" / "short" /
+                                        "gowalla-attenmixer")
