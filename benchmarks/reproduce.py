@@ -508,7 +508,11 @@ def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
            f"**Protocol: {FLAGS.protocol}** — {protocol}.", "",
            f"Written by `{environment['command']}` on {environment['date']} (CPU "
            f"{environment['cpu']}, {environment['threads']} threads). Runs: "
-           f"`{_runs_root()}/`; their metrics.json, config.json and logs: "
+           f"`{_runs_root()}/`" + (
+               f" (rows with the paper's configuration: `{FLAGS.runs_dir}/<dataset>-<variant>"
+               "-full`, the runs of benchmarks.full_run)"
+               if FLAGS.protocol == "full" and not FLAGS.dataset_override else "") +
+           "; their metrics.json, config.json and logs: "
            f"`{os.path.relpath(_copies_root(), FLAGS.results_dir)}/` beside this file."]
   if FLAGS.dataset_override:
     lines += ["", f"**Every row was trained on `{FLAGS.dataset_override}`** (--dataset_override), "

@@ -65,6 +65,9 @@ flags.DEFINE_integer("intra_op_threads", 0, "Threads of one op (0: TensorFlow's 
                      "number of cores).")
 flags.DEFINE_integer("inter_op_threads", 0, "Ops run concurrently (0: TensorFlow's default).")
 
+# How each op sequence is timed: (name in the results, jit_compile).
+COMPILERS = (("native", False), ("xla", True))
+
 
 def step_parts(trainer, batch) -> Dict[str, Callable]:
   """The trainer's step split into its parts, on one fixed batch (single replica)."""
@@ -155,9 +158,9 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
   iterator = iter(trainer._distributed("train", training=True))  # pylint: disable=protected-access
   step = lambda: trainer._train_step(iterator)  # pylint: disable=protected-access
   dtype = tf.bfloat16 if config.train.mixed_precision == "bfloat16" else tf.float32
-  floors = {("native", "xla")[jit]: step_ops.floor_parts(batch_size, prepared.num_items,
-                                                config.model.embedding_dim, dtype, jit)
-            for jit in (False, True)}
+  floors = {kind: step_ops.floor_parts(batch_size, prepared.num_items,
+                                       config.model.embedding_dim, dtype, jit)
+            for kind, jit in COMPILERS}
   parts = {}
   if with_parts:
     batch = next(iter(trainer._distributed("train", training=True)))  # pylint: disable=protected-access
@@ -166,8 +169,7 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
         lambda context: make_dataset(prepared, "train", trainer.input_config, training=True,
                                      input_context=context).take(1).cache().repeat()))
     parts["cached_input"] = lambda: trainer._train_step(cached)  # pylint: disable=protected-access
-    for jit in (False, True):
-      kind = ("native", "xla")[jit]
+    for kind, jit in COMPILERS:
       for name, function in step_ops.lookup_gradient_parts(
           batch["items"], prepared.num_items + 1, config.model.embedding_dim, jit).items():
         parts[f"lookup_gradient_{name}_{kind}"] = function
