@@ -3,6 +3,7 @@
 import dataclasses
 
 SHARD_POLICIES = ("auto", "file", "data")
+TRAIN_ORDERS = ("shuffled", "chronological")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +17,11 @@ class InputConfig:
     sessions_per_parse: sessions parsed and expanded together (vectorisation width).
     cycle_length: files read in parallel.
     shard_policy: "auto", "file" or "data" (see the module doc).
+    train_order: order of the training examples: "chronological" (the time order of the
+      sessions, every epoch the same, so each epoch ends on the most recent sessions; the authors'
+      code reads its training file in order) or "shuffled" (a seeded shuffle per epoch). The
+      default is chronological: one Gowalla epoch gave validation HR@20 49.80 / MRR@20 24.19
+      against 47.24 / 22.45 shuffled (results/reproduction/options.md).
   """
   batch_size: int = 100
   max_length: int = 20
@@ -23,10 +29,13 @@ class InputConfig:
   sessions_per_parse: int = 512
   cycle_length: int = 4
   shard_policy: str = "auto"
+  train_order: str = "chronological"
 
   def __post_init__(self):
     if self.shard_policy not in SHARD_POLICIES:
       raise ValueError(f"shard_policy must be one of {SHARD_POLICIES}, got {self.shard_policy!r}")
+    if self.train_order not in TRAIN_ORDERS:
+      raise ValueError(f"train_order must be one of {TRAIN_ORDERS}, got {self.train_order!r}")
     for name in ("batch_size", "max_length", "shuffle_buffer", "sessions_per_parse",
                  "cycle_length"):
       if getattr(self, name) < 1:

@@ -7,12 +7,15 @@
 Batches are `{"items": int32 [batch, max_length] (left-padded), "target": int32 [batch]}`.
 
 Training order is a pure function of `(seed, epoch)`: the same call gives the same batches, so an
-interrupted epoch resumes exactly with `dataset.skip(steps_done)`.
+interrupted epoch resumes exactly with `dataset.skip(steps_done)`. With `train_order="chronological"`
+there is no shuffle: the files (contiguous blocks of time-ordered sessions) are read one after the
+other and each session's prefixes follow each other.
 
 Distribution: pass the `tf.distribute.InputContext` of `distribute_datasets_from_function`. Each
 input pipeline then reads a disjoint part of the data: whole files when there are at least as
 many files as pipelines (`shard_policy="auto"` or `"file"`), otherwise every n-th example
-(`"data"`), which also keeps the global batch identical to a single-process run.
+(`"data"`), which also keeps the global batch identical to a single-process run. "auto" shards
+chronological training by example, so that the global batches keep the time order.
 """
 
 from typing import Optional
@@ -35,9 +38,10 @@ def make_dataset(prepared: PreparedDataset,
 
   Args:
     prepared: the prepared dataset.
-    split: "train", "valid" or "test".
+    split: "train", "valid", "test" or "train+valid" (both training splits, in time order).
     config: pipeline settings.
-    training: shuffle (seeded by `seed` and `epoch`) and drop the last partial batch.
+    training: drop the last partial batch and order examples by `config.train_order` (shuffled
+      by `seed` and `epoch`, or chronological).
     seed: base seed of the shuffles.
     epoch: epoch number; each epoch has its own deterministic order.
     input_context: set under `tf.distribute`: which of how many pipelines this is.
@@ -50,24 +54,25 @@ def make_dataset(prepared: PreparedDataset,
   pipeline_id = input_context.input_pipeline_id if input_context else 0
   batch_size = (input_context.get_per_replica_batch_size(config.batch_size)
                 if input_context else config.batch_size)
-  shard_by_file = _shard_by_file(config.shard_policy, len(files), num_pipelines, split)
+  shuffle = training and config.train_order == "shuffled"
+  shard_by_file = _shard_by_file(config, len(files), num_pipelines, split, training)
   epoch_seed = seed * 1_000_003 + epoch
 
   dataset = tf.data.Dataset.from_tensor_slices(files)
   if shard_by_file:
     dataset = dataset.shard(num_pipelines, pipeline_id)
-  if training:
+  if shuffle:
     dataset = dataset.shuffle(len(files), seed=epoch_seed, reshuffle_each_iteration=False)
-  # Evaluation reads the files one after the other, so examples come in the published order.
+  # Unshuffled reading takes the files one after the other, so examples come in time order.
   dataset = dataset.interleave(
-      tf.data.TFRecordDataset, cycle_length=config.cycle_length if training else 1,
+      tf.data.TFRecordDataset, cycle_length=config.cycle_length if shuffle else 1,
       block_length=16,
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   dataset = dataset.batch(config.sessions_per_parse).map(
       lambda serialized: examples.expand_ragged(parse_sessions(serialized), config.max_length,
                                                 prepared.min_prefix_length),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
-  if training:
+  if shuffle:
     dataset = dataset.shuffle(config.shuffle_buffer, seed=epoch_seed + 1,
                               reshuffle_each_iteration=False)
   if num_pipelines > 1 and not shard_by_file:
@@ -82,26 +87,30 @@ def make_dataset(prepared: PreparedDataset,
   return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _shard_by_file(policy: str, num_files: int, num_pipelines: int, split: str) -> bool:
+def _shard_by_file(config: InputConfig, num_files: int, num_pipelines: int, split: str,
+                   training: bool) -> bool:
   if num_pipelines == 1:
     return False
+  policy = config.shard_policy
   if policy == "file" and num_files < num_pipelines:
     raise ValueError(f"shard_policy='file' needs at least {num_pipelines} files in split "
                      f"{split!r}, found {num_files}; use 'auto' or 'data'")
-  return policy == "file" or (policy == "auto" and num_files >= num_pipelines)
+  chronological = training and config.train_order == "chronological"
+  return policy == "file" or (policy == "auto" and num_files >= num_pipelines and
+                              not chronological)
 
 
 def training_steps_per_epoch(prepared: PreparedDataset, config: InputConfig,
-                             num_pipelines: int = 1) -> int:
-  """Full global batches per training epoch that EVERY input pipeline can supply.
+                             num_pipelines: int = 1, split: str = "train") -> int:
+  """Full global batches per training epoch (over `split`) that EVERY input pipeline can supply.
 
   All replicas must take the same number of steps; with file sharding the pipelines hold
   different numbers of examples, so the smallest one decides.
   """
   per_pipeline_batch = config.batch_size // num_pipelines
-  if _shard_by_file(config.shard_policy, len(prepared.files("train")), num_pipelines, "train"):
-    counts = prepared.shard_examples("train")
+  if _shard_by_file(config, len(prepared.files(split)), num_pipelines, split, training=True):
+    counts = prepared.shard_examples(split)
     per_pipeline = [sum(counts[i::num_pipelines]) for i in range(num_pipelines)]
   else:
-    per_pipeline = [prepared.num_examples("train") // num_pipelines]
+    per_pipeline = [prepared.num_examples(split) // num_pipelines]
   return min(per_pipeline) // per_pipeline_batch

@@ -9,7 +9,9 @@ Layout of `<output_dir>/<dataset>/` (written by `python -m data.prepare`):
     {train,valid,test}-NNNNN-of-NNNNN.tfrecord
 
 `train` and `valid` are carved from the published training sessions (`valid` = the most recent
-fraction by time order); `test` is the published test set, never used for model selection.
+fraction by time order); `test` is the published test set, never used for model selection. The
+split name `"train+valid"` (`ALL_TRAINING`) stands for both, in time order: all the published
+training sessions.
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 STATS_FILE = "stats.json"
 SPLITS = ("train", "valid", "test")
+ALL_TRAINING = "train+valid"
 
 
 def file_sha256(path: str) -> str:
@@ -58,17 +61,21 @@ class PreparedDataset:
   def min_prefix_length(self) -> int:
     return self.manifest["min_prefix_length"]
 
+  def _entries(self, split: str) -> List[Dict]:
+    """The shard entries of a split, or of splits joined by "+" (in that order)."""
+    return [entry for part in split.split("+") for entry in self.manifest["splits"][part]]
+
   def files(self, split: str) -> List[str]:
-    return [os.path.join(self.directory, entry["file"]) for entry in self.manifest["splits"][split]]
+    return [os.path.join(self.directory, entry["file"]) for entry in self._entries(split)]
 
   def num_sessions(self, split: str) -> int:
-    return sum(entry["sessions"] for entry in self.manifest["splits"][split])
+    return sum(entry["sessions"] for entry in self._entries(split))
 
   def num_examples(self, split: str) -> int:
-    return sum(entry["examples"] for entry in self.manifest["splits"][split])
+    return sum(entry["examples"] for entry in self._entries(split))
 
   def shard_examples(self, split: str) -> List[int]:
-    return [entry["examples"] for entry in self.manifest["splits"][split]]
+    return [entry["examples"] for entry in self._entries(split)]
 
   def stats(self) -> Dict:
     with open(os.path.join(self.directory, STATS_FILE)) as stats:

@@ -86,7 +86,7 @@ def test_validation_is_the_most_recent_training_sessions(tmp_path):
 
 
 def test_training_order_is_a_function_of_seed_and_epoch(synthetic_prepared):
-  config = InputConfig(batch_size=32, shuffle_buffer=1000)
+  config = InputConfig(batch_size=32, shuffle_buffer=1000, train_order="shuffled")
 
   def first_batches(seed, epoch):
     dataset = make_dataset(synthetic_prepared, "train", config, training=True, seed=seed,
@@ -103,8 +103,8 @@ def test_training_order_is_a_function_of_seed_and_epoch(synthetic_prepared):
   assert [b["target"].numpy().tolist() for b in resumed.skip(5).take(2)] == expected
 
 
-def test_an_epoch_is_a_permutation_of_all_examples(synthetic_prepared):
-  config = InputConfig(batch_size=64, max_length=20)
+def test_a_shuffled_epoch_is_a_permutation_of_all_examples(synthetic_prepared):
+  config = InputConfig(batch_size=64, max_length=20, train_order="shuffled")
   sessions = []
   for batch in tf.data.TFRecordDataset(synthetic_prepared.files("train")).batch(1000).map(
       parse_sessions):
@@ -129,9 +129,36 @@ def test_evaluation_covers_every_example_once_in_order(synthetic_prepared):
   assert rows == [(items, target) for items, target in reference_examples(sessions, 20, 1)]
 
 
+def test_chronological_training_reads_every_example_in_time_order(synthetic_prepared):
+  config = InputConfig(batch_size=64)  # chronological by default
+  sessions = next(iter(tf.data.TFRecordDataset(synthetic_prepared.files("train")).batch(10**6).map(
+      parse_sessions))).to_list()
+  expected = reference_examples(sessions, 20, 1)
+  steps = training_steps_per_epoch(synthetic_prepared, config)
+
+  def rows(**kwargs):
+    dataset = make_dataset(synthetic_prepared, "train", config, training=True, **kwargs)
+    return [row for batch in dataset for row in as_rows(batch)]
+
+  # The same order whatever the seed or epoch: the sessions' order, each session's prefixes in turn.
+  assert rows(seed=1, epoch=0) == rows(seed=2, epoch=5) == expected[:steps * 64]
+  # Two pipelines ("auto" shards chronological data by example): each step's global batch is the
+  # single-process batch, so the time order holds across workers too.
+  shards = [make_dataset(synthetic_prepared, "train", config, training=True,
+                         input_context=tf.distribute.InputContext(2, pipeline_id, 2))
+            for pipeline_id in range(2)]
+  for step, (first, second) in enumerate(zip(*[s.take(3) for s in shards])):
+    assert sorted(as_rows(first) + as_rows(second)) == sorted(expected[step * 64:(step + 1) * 64])
+
+
+def test_unknown_training_order_is_refused():
+  with pytest.raises(ValueError, match="train_order must be one of"):
+    InputConfig(train_order="random")
+
+
 @pytest.mark.parametrize("policy", ["data", "file"])
 def test_sharded_pipelines_split_the_data(synthetic_prepared, policy):
-  config = InputConfig(batch_size=40, shard_policy=policy)
+  config = InputConfig(batch_size=40, shard_policy=policy, train_order="shuffled")
   single = make_dataset(synthetic_prepared, "train", config, training=True, seed=4)
   shards = []
   for pipeline_id in range(2):

@@ -67,7 +67,8 @@ def trained(tmp_path_factory):
                                   model.trainable_variables))
 
   batches = make_dataset(prepared, "train", InputConfig(batch_size=64, max_length=MAX_LENGTH,
-                                                        shuffle_buffer=2000), training=True)
+                                                        shuffle_buffer=2000,
+                                                        train_order="shuffled"), training=True)
   for batch in batches.take(80):
     step(batch)
   return model, prepared
