@@ -302,6 +302,24 @@ def test_non_finite_loss_stops_training_naming_the_step(tmp_path, prepared_dir):
   assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
 
 
+def test_refit_trains_every_epoch_on_all_training_sessions(tmp_path, prepared_dir):
+  from data.prepared import PreparedDataset
+  train(tmp_path, prepared_dir, "--train_on_valid", "--train_order=chronological", "--epochs=2",
+        "--patience=1", "--evaluate_test_every_epoch=false")
+  result = metrics(tmp_path)
+  prepared = PreparedDataset.load(str(prepared_dir / "synthetic"))
+  all_training = prepared.num_examples("train") + prepared.num_examples("valid")
+  assert result["steps_per_epoch"] == all_training // 64  # the synthetic preset's batch
+  assert result["config"]["train"]["train_order"] == "chronological"
+  # Nothing held out: no validation metrics, no early stopping, the last epoch is the result,
+  # and the test set is evaluated after every epoch.
+  assert result["epochs_trained"] == result["selected_epoch"] == 2
+  assert result["valid"] is None and all(e["valid"] is None for e in result["epochs"])
+  assert all(e["test"] for e in result["epochs"])
+  assert result["test"] == result["epochs"][-1]["test"]
+  assert "nothing held out" in result["selection"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Distribution: the same global batch gives the same training, up to float summation order.
 

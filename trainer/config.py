@@ -8,7 +8,7 @@ command line. The effective configuration is written next to the results (`confi
 import dataclasses
 from typing import Any, Dict, Mapping
 
-from data.input_config import SHARD_POLICIES, InputConfig
+from data.input_config import SHARD_POLICIES, TRAIN_ORDERS, InputConfig
 from tfrs_attenmixer.config import VARIANTS, ModelConfig, check_choice
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
@@ -35,6 +35,9 @@ class TrainConfig:
     eval_batch_size: batch size of validation and test evaluation.
     shuffle_buffer: examples in the training shuffle buffer.
     shard_policy: how input is divided between workers: auto, file or data.
+    train_order: order of the training examples: "chronological" (the sessions' time order,
+      unshuffled, as the authors' code reads its file; better on validation) or "shuffled" (per
+      epoch, seeded).
     strategy: "mirrored" (all local devices, the default), "multi_worker" (reads TF_CONFIG) or
       "one_device".
     num_cpu_devices: split the CPU into this many logical devices (so "mirrored" has that many
@@ -43,6 +46,10 @@ class TrainConfig:
     jit_compile: compile the training step with XLA.
     evaluate_test_every_epoch: also evaluate the test set after every epoch, for the authors'
       protocol (best test number over epochs); it is never used to select the epoch.
+    train_on_valid: train on the validation split too (all the published training sessions),
+      the refit of the honest protocol: with nothing held out, every one of `epochs` epochs is
+      trained, the last is the result, and the test set is evaluated after each epoch in place
+      of the validation split (never to select anything).
   """
   epochs: int = 10
   batch_size: int = 100
@@ -58,16 +65,19 @@ class TrainConfig:
   eval_batch_size: int = 500
   shuffle_buffer: int = InputConfig.shuffle_buffer
   shard_policy: str = InputConfig.shard_policy
+  train_order: str = InputConfig.train_order
   strategy: str = "mirrored"
   num_cpu_devices: int = 0
   mixed_precision: str = "float32"
   jit_compile: bool = True
   evaluate_test_every_epoch: bool = True
+  train_on_valid: bool = False
 
   def __post_init__(self):
     check_choice("strategy", self.strategy, STRATEGIES)
     check_choice("mixed_precision", self.mixed_precision, PRECISIONS)
     check_choice("shard_policy", self.shard_policy, SHARD_POLICIES)
+    check_choice("train_order", self.train_order, TRAIN_ORDERS)
     for name in ("epochs", "batch_size", "lr_decay_epochs", "patience", "max_length",
                  "checkpoint_every_steps", "eval_batch_size", "shuffle_buffer"):
       if getattr(self, name) < 1:

@@ -9,7 +9,9 @@ batches already trained on and continues with exactly the ones that would have c
 Model selection uses the validation split only (best MRR@20, early stopping with `patience`); the
 test metrics reported are those of the selected epoch. The test set is also evaluated after every
 epoch so that the authors' protocol (best test HR@20 and best test MRR@20 over epochs, each from
-its own epoch) can be reported beside it, labelled as such.
+its own epoch) can be reported beside it, labelled as such. With `train_on_valid` (the refit on all
+training sessions for an epoch count chosen by an earlier selection run) nothing is held out: the
+run trains `epochs` epochs and its result is the last one.
 """
 
 import dataclasses
@@ -24,7 +26,7 @@ import tensorflow as tf
 import tqdm
 
 from data.pipeline import InputConfig, make_dataset, training_steps_per_epoch
-from data.prepared import PreparedDataset
+from data.prepared import ALL_TRAINING, PreparedDataset
 from tfrs_attenmixer.model import SessionRetrievalModel
 from trainer.config import ExperimentConfig
 from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR, write_error_reason
@@ -50,7 +52,7 @@ class EpochRecord:
   train_seconds: float
   train_examples: int
   eval_seconds: float
-  valid: Dict[str, float]
+  valid: Optional[Dict[str, float]]
   test: Optional[Dict[str, float]] = None
 
   @property
@@ -124,11 +126,14 @@ class Trainer:
     self.input_config = InputConfig(batch_size=self.train_config.batch_size,
                                     max_length=self.train_config.max_length,
                                     shuffle_buffer=self.train_config.shuffle_buffer,
-                                    shard_policy=self.train_config.shard_policy)
+                                    shard_policy=self.train_config.shard_policy,
+                                    train_order=self.train_config.train_order)
     self.eval_input_config = dataclasses.replace(self.input_config,
                                                  batch_size=self.train_config.eval_batch_size)
+    self.train_split = ALL_TRAINING if self.train_config.train_on_valid else "train"
     self.steps_per_epoch = training_steps_per_epoch(prepared, self.input_config,
-                                                    num_pipelines=task.num_workers)
+                                                    num_pipelines=task.num_workers,
+                                                    split=self.train_split)
     if self.train_config.max_steps_per_epoch:
       self.steps_per_epoch = min(self.steps_per_epoch, self.train_config.max_steps_per_epoch)
     if self.steps_per_epoch < 1:
@@ -296,7 +301,8 @@ class Trainer:
   def _train_epoch(self, epoch: int, start_step: int) -> float:
     """Trains the rest of an epoch from `start_step`; returns the mean loss of those steps."""
     cfg = self.train_config
-    iterator = iter(self._distributed("train", training=True, epoch=epoch, skip_steps=start_step))
+    iterator = iter(self._distributed(self.train_split, training=True, epoch=epoch,
+                                      skip_steps=start_step))
     losses = []
     progress = tqdm.tqdm(range(start_step, self.steps_per_epoch), initial=start_step,
                          total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -338,8 +344,9 @@ class Trainer:
       self._save()
 
       started = time.perf_counter()
-      valid = self.evaluate("valid")
-      test = self.evaluate("test") if cfg.evaluate_test_every_epoch else None
+      valid = None if cfg.train_on_valid else self.evaluate("valid")
+      test = (self.evaluate("test") if cfg.evaluate_test_every_epoch or cfg.train_on_valid
+              else None)
       record = EpochRecord(epoch=epoch + 1, train_loss=train_loss, learning_rate=learning_rate,
                            train_seconds=train_seconds,
                            train_examples=(self.steps_per_epoch - start_step) * cfg.batch_size,
@@ -354,26 +361,27 @@ class Trainer:
       self._log_epoch(record, writer)
     return self.history
 
-  @staticmethod
-  def _best_epoch(history: List[EpochRecord]) -> int:
-    """The epoch with the best validation MRR@20 (the earliest on ties)."""
+  def _best_epoch(self, history: List[EpochRecord]) -> int:
+    """The epoch with the best validation MRR@20 (the earliest on ties); the last one when the
+    validation split is trained on."""
+    if self.train_config.train_on_valid:
+      return history[-1].epoch
     return max(history, key=lambda r: (r.valid[SELECTION_METRIC], -r.epoch)).epoch
 
   def _should_stop(self) -> bool:
     history = self.history
-    if not history:
+    if not history or self.train_config.train_on_valid:
       return False
     return history[-1].epoch - self._best_epoch(history) >= self.train_config.patience
 
   def _log_epoch(self, record: EpochRecord, writer) -> None:
-    valid = percentages(record.valid)
+    valid = percentages(record.valid) if record.valid else {}
     test = percentages(record.test) if record.test else {}
-    logging.info(
-        "epoch %d: loss %.4f  lr %.2e  valid HR@20 %.2f MRR@20 %.2f%s  %.0f ex/s  train %.0fs "
-        "eval %.0fs", record.epoch, record.train_loss, record.learning_rate, valid["hr_at_20"],
-        valid["mrr_at_20"],
-        f"  test HR@20 {test['hr_at_20']:.2f} MRR@20 {test['mrr_at_20']:.2f}" if test else "",
-        record.examples_per_second, record.train_seconds, record.eval_seconds)
+    scores = "".join(f"  {split} HR@20 {metrics['hr_at_20']:.2f} MRR@20 {metrics['mrr_at_20']:.2f}"
+                     for split, metrics in (("valid", valid), ("test", test)) if metrics)
+    logging.info("epoch %d: loss %.4f  lr %.2e%s  %.0f ex/s  train %.0fs eval %.0fs",
+                 record.epoch, record.train_loss, record.learning_rate, scores,
+                 record.examples_per_second, record.train_seconds, record.eval_seconds)
     with writer.as_default(step=record.epoch):
       tf.summary.scalar("train/loss", record.train_loss)
       tf.summary.scalar("train/learning_rate", record.learning_rate)
@@ -394,15 +402,17 @@ class Trainer:
     history = self.history
     best = self._best_epoch(history)
     selected = next(r for r in history if r.epoch == best)
+    selection = (f"the last epoch (trained on {ALL_TRAINING}, nothing held out)"
+                 if self.train_config.train_on_valid else
+                 f"best validation {SELECTION_METRIC} (patience {self.train_config.patience})")
     result = {
         "selected_epoch": best,
         "epochs_trained": len(history),
-        "selection": f"best validation {SELECTION_METRIC} (patience "
-                     f"{self.train_config.patience})",
+        "selection": selection,
         "test": percentages(selected.test) if selected.test else None,
-        "valid": percentages(selected.valid),
+        "valid": percentages(selected.valid) if selected.valid else None,
         "epochs": [dict(dataclasses.asdict(r), examples_per_second=r.examples_per_second,
-                        valid=percentages(r.valid),
+                        valid=percentages(r.valid) if r.valid else None,
                         test=percentages(r.test) if r.test else None) for r in history],
         "train_seconds": sum(r.train_seconds for r in history),
         "examples_per_second": (sum(r.train_examples for r in history) /
