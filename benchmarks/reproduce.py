@@ -2,7 +2,7 @@ r"""Reproduces a table or figure of the Atten-Mixer paper: trains its rows, writ
 
     python -m benchmarks.reproduce --table=2|3|4|fig5|fig7|other [--protocol=full|short] \
         [--short_epochs=1] [--seeds=1,2,3] [--rows=gowalla-attenmixer,...] \
-        [--dataset_override=synthetic] [--results_dir=results] [--runs_dir=runs] \
+        [--dataset_override=synthetic] [--results_dir=results] [--runs_dir=runs] [--notrain] \
         [-- --trainer_flag=value ...]
 
 Each row of a table (`TABLES`) is one `python -m trainer.main` run per seed, in
@@ -24,8 +24,10 @@ the difference; each run's variant, flags, epochs trained, selected epoch, times
 protocol; and computed notes on every row whose direction disagrees with the paper's.
 
 Protocols: `full` is the paper's (dataset preset: at most 10 epochs, patience 3 on validation
-MRR@20, the test metrics of the epoch selected on validation); `short` trains every row for
-`--short_epochs` epochs. Trainer flags after `--` are passed to every run (e.g. tiny settings
+MRR@20, the epoch selected on validation), followed by a refit of each run on all training
+sessions for its selected number of epochs (`<run>-refit`, `--train_on_valid`), whose test metrics
+are the row's number (the selected epoch's are shown beside them); `short` trains every row for
+`--short_epochs` epochs and reports the selected epoch's test metrics. Trainer flags after `--` are passed to every run (e.g. tiny settings
 for tests); `--dataset_override` trains every row on another dataset (runs, results and table
 names then end in `-on-<dataset>`), still compared with the paper's numbers for the original one.
 """
@@ -63,7 +65,9 @@ SPEED_TOLERANCE = 0.2
 PROTOCOLS = {
     "full": "the paper's protocol (dataset preset: at most 10 epochs, learning rate x0.1 every 3 "
             "epochs, early stopping with patience 3 on validation MRR@20); the epoch is selected "
-            "on the validation split and the test metrics of that epoch are reported",
+            "on the validation split (the most recent 10% of the training sessions), then the same "
+            "configuration is refit on all training sessions for that many epochs and the test "
+            "metrics of the refit are reported",
     "short": "every row trained for the same fixed {epochs} epoch(s) (`--epochs={epochs}`, other "
              "settings as in the full protocol); the epoch is selected on the validation split "
              "among those and its test metrics are reported",
@@ -156,6 +160,8 @@ TABLES: Dict[str, Dict[str, Any]] = {
                   attention_scoring="sigmoid_softmax"),
               row("gowalla", "attenmixer_code", "the authors' code's readout (L = 7, concat, "
                   "reshaped heads, sigmoid-softmax, its normalisations)"),
+              row("gowalla", "attenmixer", "shuffled training order (the default until "
+                  "2026-12-01)", train_order="shuffled"),
               row("gowalla", "attenmixer", "no table dropout (faster step)", table_dropout=0.0),
               row("gowalla", "attenmixer", "bfloat16 mixed precision", mixed_precision="bfloat16"),
               row("gowalla", "attenmixer", "batch 512, learning rate x sqrt(5.12)",
@@ -185,6 +191,8 @@ flags.DEFINE_list("seeds", [], "Train each row once per seed (--seed=N, folder s
                   "empty: one run with the trainer's default seed.")
 flags.DEFINE_list("rows", [], "Train only these rows of the table (by name); the table still "
                   "shows every row with finished runs.")
+flags.DEFINE_bool("train", True, "Train unfinished runs; --notrain only copies finished runs and "
+                  "writes the table from them.")
 flags.DEFINE_string("dataset_override", None, "Train every row on this dataset instead (tests).")
 flags.DEFINE_string("results_dir", common.RESULTS_DIR, "Where reproduction/ results are written.")
 flags.DEFINE_string("runs_dir", "runs", "Where reproduction/ run folders are kept.")
@@ -237,11 +245,22 @@ def trainer_args(table_row: Row, seed: Optional[str], run_dir: str,
 
 
 def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> int:
-  """Trains one run of a row unless it is finished; returns the trainer's exit code (0: done)."""
+  """Trains one run of a row (and, under the full protocol, its refit) unless finished; returns
+  the trainer's exit code (0: done)."""
   run_dir = _base(table_row) + (f"-seed{seed}" if seed is not None else "")
+  args = trainer_args(table_row, seed, run_dir, passthrough)
+  code = _train_once(args, run_dir)
+  if code or FLAGS.protocol != "full" or not os.path.isfile(
+      os.path.join(run_dir, run_dir_lib.METRICS_FILE)):
+    return code
+  return _train_once(trainer_runs.refit_args(args, trainer_runs.selected_epoch(run_dir)),
+                     trainer_runs.refit_dir(run_dir))
+
+
+def _train_once(args: Sequence[str], run_dir: str) -> int:
+  """Runs the trainer in `run_dir` unless it is finished, then copies the run's artefacts."""
   folder = os.path.basename(run_dir)
   log_path = run_dir + ".log"
-  args = trainer_args(table_row, seed, run_dir, passthrough)
   command = " ".join(["python -m trainer.main", *args])
   copies = os.path.join(_copies_root(), folder)
   stored_command = os.path.join(copies, "command.txt")
@@ -253,6 +272,9 @@ def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> 
           logging.warning("%s was trained by another command (%s), not `%s`: remove its folder "
                           "to retrain it", folder, stored_command, command)
       return 0
+  elif not FLAGS.train:
+    logging.info("not trained (--notrain): %s", folder)
+    return 0
   else:
     logging.info("running %s: %s", folder, command)
     code = trainer_runs.run_trainer(args, log_path)
@@ -264,17 +286,27 @@ def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> 
   return 0
 
 
+def _metrics(run_dir: str) -> Optional[Dict[str, Any]]:
+  """A finished run's metrics.json; None while it is unfinished."""
+  path = os.path.join(run_dir, run_dir_lib.METRICS_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as metrics_file:
+    return json.load(metrics_file)
+
+
 def finished_runs(table_row: Row) -> List[Dict[str, Any]]:
-  """The finished runs of a row on disk (every seed), each with its folder and metrics."""
+  """The finished runs of a row on disk (every seed), each with its folder and metrics, and its
+  refit's metrics (`refit`, None if there is none or it is unfinished)."""
   base = _base(table_row)
   runs = []
-  for run_dir in [base] + sorted(glob.glob(base + "-seed*"), key=_seed_order):
-    metrics_path = os.path.join(run_dir, run_dir_lib.METRICS_FILE)
-    if os.path.isdir(run_dir) and os.path.isfile(metrics_path):
-      with open(metrics_path) as metrics_file:
-        metrics = json.load(metrics_file)
+  seeded = [path for path in glob.glob(base + "-seed*") if re.search(r"-seed\d+$", path)]
+  for run_dir in [base] + sorted(seeded, key=_seed_order):
+    metrics = _metrics(run_dir)
+    if metrics:
       runs.append({"run_dir": run_dir, "folder": os.path.basename(run_dir),
-                   "seed": metrics["config"]["train"]["seed"], **metrics})
+                   "seed": metrics["config"]["train"]["seed"], **metrics,
+                   "refit": _metrics(trainer_runs.refit_dir(run_dir))})
   return runs
 
 
@@ -313,24 +345,45 @@ def comparisons(table_row: Row) -> List[Tuple[str, Dict[str, float]]]:
 
 
 def row_results(table_row: Row, metrics: Sequence[str]) -> Dict[str, Any]:
-  """A row's finished runs and, per metric, our honest and authors'-protocol numbers."""
+  """A row's finished runs and, per metric, our numbers.
+
+  `selected`: test metrics of the epoch selected on validation (trained on the training split).
+  `refit`: test metrics after the refit on all training sessions (full protocol). `honest`, the
+  number compared with the paper's: the refit's when every finished run has one, else `selected`.
+  `authors_protocol`: best test value over epochs, from the refits when `honest` is theirs.
+  """
   runs = finished_runs(table_row)
-  honest = {m: mean_std([r["test"][m] for r in runs if r.get("test")]) for m in metrics}
+  selected = {m: mean_std([r["test"][m] for r in runs if r.get("test")]) for m in metrics}
+  refit = {m: mean_std([r["refit"]["test"][m] for r in runs if r["refit"]]) for m in metrics}
+  refitted = bool(runs) and all(r["refit"] for r in runs)
   valid = {m: mean_std([r["valid"][m] for r in runs]) for m in metrics}
-  authors = {m: mean_std([r["authors_protocol"][m] for r in runs
+  authors_runs = [r["refit"] for r in runs] if refitted else runs
+  authors = {m: mean_std([r["authors_protocol"][m] for r in authors_runs
                           if m in r.get("authors_protocol", {})]) for m in metrics}
+  honest = refit if refitted else selected
   started = os.path.isdir(_base(table_row)) or glob.glob(_base(table_row) + "-seed*")
   return {"name": table_row.name, "label": table_row.label, "dataset": table_row.dataset,
           "variant": table_row.variant, "flags": dict(table_row.flags), "honest": honest,
+          "honest_is_refit": refitted, "selected": selected, "refit": refit,
           "valid": valid, "authors_protocol": authors,
           "compared_with": [{"label": label, "published": values}
                             for label, values in comparisons(table_row)],
           "status": "finished" if runs else ("unfinished" if started else "not run"),
-          "runs": [{key: r.get(key) for key in ("folder", "seed", "epochs_trained",
-                                                "selected_epoch", "train_seconds",
-                                                "wall_seconds", "examples_per_second", "test",
-                                                "valid", "authors_protocol", "peak_rss_bytes")}
-                   for r in runs]}
+          "runs": [_run_summary(r) for r in runs]}
+
+
+_RUN_FIELDS = ("folder", "seed", "epochs_trained", "selected_epoch", "train_seconds",
+               "wall_seconds", "examples_per_second", "test", "valid", "authors_protocol",
+               "peak_rss_bytes")
+
+
+def _run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
+  """What the table keeps of a run (and of its refit, under `refit`)."""
+  summary = {key: run.get(key) for key in _RUN_FIELDS}
+  if run.get("refit"):
+    summary["refit"] = {key: run["refit"].get(key) for key in _RUN_FIELDS}
+    summary["refit"]["folder"] = os.path.basename(trainer_runs.refit_dir(run["run_dir"]))
+  return summary
 
 
 def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]:
@@ -522,17 +575,30 @@ def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
     lines += ["", f"Trainer flags given to every run: `{' '.join(passthrough)}`."]
   if spec.get("caption"):
     lines += ["", spec["caption"]]
+  full = FLAGS.protocol == "full"
   lines += ["", "## Results (test split, %)", "",
-            "*ours (honest)*: test metrics of the epoch selected on the validation split, mean ± "
-            "std over seeds. *ours (authors' protocol)*: best test value over epochs, each metric "
-            "from its own epoch, as the authors' code reports it (not a valid model selection). "
+            ("*ours (honest)*: test metrics after the refit on all training sessions for the "
+             "epoch count selected on the validation split (where a row's refit is unfinished: "
+             "those of the selected epoch, marked *); *selected epoch*: test metrics of the "
+             "epoch selected on validation, trained on the training split alone. "
+             if full else
+             "*ours (honest)*: test metrics of the epoch selected on the validation split. ") +
+            "Mean ± std over seeds. *ours (authors' protocol)*: best test value over epochs, "
+            "each metric from its own epoch, as the authors' code reports it (not a valid model "
+            "selection" + ("; from the refit's epochs, trained on all training sessions as the "
+                           "authors' are" if full else "") + "). "
             "*difference*: ours (honest) − published.", "",
-            "| row | metric | ours (honest) | ours (authors' protocol) | published | compared with "
-            "| difference |", "|---|---|---|---|---|---|---|"]
+            "| row | metric | ours (honest) | " + ("selected epoch | " if full else "") +
+            "ours (authors' protocol) | published | compared with | difference |",
+            "|---|---|---|---|---|---|---|" + ("---|" if full else "")]
   for result in results.values():
     for metric in spec["metrics"]:
       ours = result["honest"][metric]
-      cells = [result["label"], NAMES[metric], fmt(ours), fmt(result["authors_protocol"][metric])]
+      mark = "" if result["honest_is_refit"] or not full or ours is None else " *"
+      cells = [result["label"], NAMES[metric], fmt(ours) + mark]
+      if full:
+        cells.append(fmt(result["selected"][metric]))
+      cells.append(fmt(result["authors_protocol"][metric]))
       references = [c for c in result["compared_with"] if metric in c["published"]]
       if not references:
         lines.append("| " + " | ".join(cells + ["—", "no published number", "—"]) + " |")
@@ -555,10 +621,15 @@ def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
   for result in results.values():
     row_flags = " ".join(f"--{key}={value}" for key, value in result["flags"].items()) or "—"
     for run in result["runs"]:
-      lines.append(f"| {result['label']} | {run['folder']} | {run['seed']} | {result['variant']} "
-                   f"| {row_flags} | {run['epochs_trained']} | {run['selected_epoch']} "
-                   f"| {run['train_seconds']:.0f} | {run['wall_seconds']:.0f} "
-                   f"| {run['examples_per_second']:.0f} | {_gigabytes(run['peak_rss_bytes'])} |")
+      for shown, shown_flags in ((run, row_flags),
+                                 (run.get("refit"), f"{row_flags} (refit: --train_on_valid "
+                                  f"--epochs={run['selected_epoch']})")):
+        if shown:
+          lines.append(
+              f"| {result['label']} | {shown['folder']} | {run['seed']} | {result['variant']} "
+              f"| {shown_flags} | {shown['epochs_trained']} | {shown['selected_epoch']} "
+              f"| {shown['train_seconds']:.0f} | {shown['wall_seconds']:.0f} "
+              f"| {shown['examples_per_second']:.0f} | {_gigabytes(shown['peak_rss_bytes'])} |")
     if not result["runs"]:
       lines.append(f"| {result['label']} | {result['name']}{_suffix()} | — | {result['variant']} "
                    f"| {row_flags} | {result['status']} | — | — | — | — | — |")

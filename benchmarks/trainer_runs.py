@@ -3,6 +3,7 @@
 Shared by `benchmarks.full_run` (one run) and `benchmarks.reproduce` (the rows of a paper table).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,25 @@ def full_run_args(runs_dir: str, dataset: str, variant: str) -> List[str]:
   """The trainer flags of `benchmarks.full_run`: the paper's protocol, every index exported."""
   return [f"--dataset={dataset}", f"--variant={variant}",
           f"--run_dir={full_run_dir(runs_dir, dataset, variant)}"]
+
+
+def refit_dir(run_dir: str) -> str:
+  """The folder of the refit of the selection run in `run_dir`."""
+  return run_dir + "-refit"
+
+
+def refit_args(selection_args: Sequence[str], epochs: int) -> List[str]:
+  """The trainer flags of the refit of a selection run (`selection_args`, with its `--run_dir`):
+  the same configuration on all training sessions, for the selected `epochs`, in `refit_dir`."""
+  args = [arg if not arg.startswith("--run_dir=") else "--run_dir=" + refit_dir(arg.split("=", 1)[1])
+          for arg in selection_args]
+  return [*args, "--train_on_valid", f"--epochs={epochs}"]
+
+
+def selected_epoch(run_dir: str) -> int:
+  """The epoch a finished run selected on validation (its metrics.json)."""
+  with open(os.path.join(run_dir, run_dir_lib.METRICS_FILE)) as metrics:
+    return json.load(metrics)["selected_epoch"]
 
 
 def run_trainer(args: Sequence[str], log_path: str) -> int:

@@ -8,6 +8,7 @@ shared, so the file trains six tiny runs in all.
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -215,3 +216,62 @@ def test_full_protocol_shares_the_run_of_benchmarks_full_run(tmp_path):
   with flagsaver.flagsaver(protocol="short", runs_dir=str(tmp_path), dataset_override=None):
     assert runner._base(gowalla) == str(tmp_path / "reproduction" / "short" /
                                         "gowalla-attenmixer")
+
+
+def test_full_run_selects_on_validation_then_refits_on_all_training_sessions(tmp_path):
+  args = ["--dataset=synthetic", f"--runs_dir={tmp_path / 'runs'}",
+          f"--results_dir={tmp_path / 'results'}", "--", *TINY, "--epochs=3", "--patience=1",
+          "--export_indexes=", f"--output_dir={tmp_path / 'prepared'}"]
+  result = run_module("benchmarks.full_run", *args)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  results = tmp_path / "results" / "synthetic" / "attenmixer"
+  with open(results / "metrics.json") as selection, open(results / "refit" / "metrics.json") as f:
+    selection, refit = json.load(selection), json.load(f)
+  # The refit trains the configuration that was selected, on every training session, for the
+  # selected number of epochs; its last epoch is its result.
+  assert refit["epochs_trained"] == refit["selected_epoch"] == selection["selected_epoch"]
+  assert refit["config"]["train"]["train_on_valid"] and refit["valid"] is None
+  assert refit["steps_per_epoch"] == selection["steps_per_epoch"] == 3  # --max_steps_per_epoch
+  for folder in (results, results / "refit"):
+    with open(folder / "command.txt") as command:
+      assert command.read().startswith("python -m benchmarks.full_run --dataset=synthetic")
+  # A rerun finds both stages finished and trains nothing; so does one in a fresh checkout whose
+  # run folders are gone but whose results hold the selection stage: only the refit is trained.
+  again = run_module("benchmarks.full_run", *args)
+  assert again.returncode == 0 and "epoch 1/" not in again.stdout + again.stderr
+  shutil.rmtree(tmp_path / "runs")
+  shutil.rmtree(results / "refit")
+  fresh = run_module("benchmarks.full_run", *args)
+  assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+  assert "holds its results, made by this command" in fresh.stdout
+  assert not (tmp_path / "runs" / "synthetic-attenmixer-full").exists()
+  with open(results / "refit" / "metrics.json") as f:
+    assert json.load(f)["epochs_trained"] == selection["selected_epoch"]
+
+
+def test_full_protocol_refits_each_row_and_reports_the_refit(tmp_path):
+  folders = {"results": tmp_path / "results", "runs": tmp_path / "runs"}
+
+  def full_protocol(*extra):
+    result = run_module("benchmarks.reproduce", "--table=4", "--protocol=full",
+                        "--rows=gowalla-attenmixer", "--dataset_override=synthetic",
+                        f"--results_dir={folders['results']}", f"--runs_dir={folders['runs']}",
+                        *extra, "--", *TINY, "--epochs=2", f"--output_dir={tmp_path / 'prepared'}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output_of(folders, "4")
+
+  # --notrain writes the table from what is finished (nothing yet) and trains nothing.
+  _, table, _ = full_protocol("--notrain")
+  assert {row["status"] for row in table["rows"]} == {"not run"}
+  assert not folders["runs"].exists()
+  markdown, table, _ = full_protocol()
+  full = next(row for row in table["rows"] if row["name"] == "gowalla-attenmixer")
+  run = full["runs"][0]
+  assert full["honest_is_refit"] and run["refit"]["folder"] == run["folder"] + "-refit"
+  assert run["refit"]["epochs_trained"] == run["selected_epoch"]
+  assert full["honest"] == full["refit"]
+  assert full["honest"]["hr_at_20"]["mean"] == run["refit"]["test"]["hr_at_20"]
+  assert full["selected"]["hr_at_20"]["mean"] == run["test"]["hr_at_20"]
+  assert "| selected epoch |" in markdown and "(refit: --train_on_valid" in markdown
+  copies = folders["results"] / "reproduction" / "full"
+  assert (copies / (run["folder"] + "-refit") / "metrics.json").is_file()
