@@ -59,9 +59,8 @@ def run_stage(args, run_dir: str, destination: str) -> Tuple[int, str]:
 def _recorded_by(destination: str) -> Optional[str]:
   """The command recorded beside finished results in `destination`, if any."""
   command_path = os.path.join(destination, "command.txt")
-  if not os.path.isfile(os.path.join(destination, run_dir_lib.METRICS_FILE)):
-    return None
-  if not os.path.isfile(command_path):
+  if not (os.path.isfile(os.path.join(destination, run_dir_lib.METRICS_FILE)) and
+          os.path.isfile(command_path)):
     return None
   with open(command_path) as recorded:
     return recorded.read().strip()

@@ -27,8 +27,9 @@ Protocols: `full` is the paper's (dataset preset: at most 10 epochs, patience 3 
 MRR@20, the epoch selected on validation), followed by a refit of each run on all training
 sessions for its selected number of epochs (`<run>-refit`, `--train_on_valid`), whose test metrics
 are the row's number (the selected epoch's are shown beside them); `short` trains every row for
-`--short_epochs` epochs and reports the selected epoch's test metrics. Trainer flags after `--` are passed to every run (e.g. tiny settings
-for tests); `--dataset_override` trains every row on another dataset (runs, results and table
+`--short_epochs` epochs and reports the selected epoch's test metrics. `--notrain` writes the
+table from the finished runs without training. Trainer flags after `--` are passed to every run
+(e.g. tiny settings for tests); `--dataset_override` trains every row on another dataset (runs, results and table
 names then end in `-on-<dataset>`), still compared with the paper's numbers for the original one.
 """
 

@@ -32,7 +32,7 @@ def refit_dir(run_dir: str) -> str:
 def refit_args(selection_args: Sequence[str], epochs: int) -> List[str]:
   """The trainer flags of the refit of a selection run (`selection_args`, with its `--run_dir`):
   the same configuration on all training sessions, for the selected `epochs`, in `refit_dir`."""
-  args = [arg if not arg.startswith("--run_dir=") else "--run_dir=" + refit_dir(arg.split("=", 1)[1])
+  args = [f"--run_dir={refit_dir(arg.split('=', 1)[1])}" if arg.startswith("--run_dir=") else arg
           for arg in selection_args]
   return [*args, "--train_on_valid", f"--epochs={epochs}"]
 

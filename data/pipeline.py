@@ -7,8 +7,8 @@
 Batches are `{"items": int32 [batch, max_length] (left-padded), "target": int32 [batch]}`.
 
 Training order is a pure function of `(seed, epoch)`: the same call gives the same batches, so an
-interrupted epoch resumes exactly with `dataset.skip(steps_done)`. With `train_order="chronological"`
-there is no shuffle: the files (contiguous blocks of time-ordered sessions) are read one after the
+interrupted epoch resumes exactly with `dataset.skip(steps_done)`. With
+`train_order="chronological"` there is no shuffle: the files (contiguous blocks of time-ordered sessions) are read one after the
 other and each session's prefixes follow each other.
 
 Distribution: pass the `tf.distribute.InputContext` of `distribute_datasets_from_function`. Each
