@@ -19,14 +19,14 @@ and a `command.txt` holding this command go to `<results_dir>/<dataset>/<variant
 """
 
 import os
-from typing import Optional, Tuple
+from typing import Tuple
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from benchmarks import common
 from benchmarks import trainer_runs
-from trainer import run_dir as run_dir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "gowalla", "Dataset (a key of data.registry.DATASETS).")
@@ -44,26 +44,12 @@ def run_stage(args, run_dir: str, destination: str) -> Tuple[int, str]:
   the stage's metrics.json.
   """
   command = common.environment()["command"]
-  if not os.path.isfile(os.path.join(run_dir, run_dir_lib.METRICS_FILE)):
-    if _recorded_by(destination) == command:
-      print(f"{run_dir} is absent but {destination} holds its results, made by this command")
-      return 0, destination
-    code = trainer_runs.run_trainer(args, run_dir + ".log")
-    if code:
-      return code, run_dir
-  trainer_runs.copy_artefacts(run_dir, run_dir + ".log", destination, command)
-  print(f"results of {run_dir} copied to {destination}")
-  return 0, run_dir
-
-
-def _recorded_by(destination: str) -> Optional[str]:
-  """The command recorded beside finished results in `destination`, if any."""
-  command_path = os.path.join(destination, "command.txt")
-  if not (os.path.isfile(os.path.join(destination, run_dir_lib.METRICS_FILE)) and
-          os.path.isfile(command_path)):
-    return None
-  with open(command_path) as recorded:
-    return recorded.read().strip()
+  if not trainer_runs.is_finished(run_dir) and (
+      trainer_runs.recorded_command(destination) == command):
+    logging.info("%s is absent but %s holds its results, made by this command", run_dir,
+                 destination)
+    return 0, destination
+  return trainer_runs.train_and_copy(args, run_dir, destination, command), run_dir
 
 
 def main(argv):

@@ -251,8 +251,7 @@ def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> 
   run_dir = _base(table_row) + (f"-seed{seed}" if seed is not None else "")
   args = trainer_args(table_row, seed, run_dir, passthrough)
   code = _train_once(args, run_dir)
-  if code or FLAGS.protocol != "full" or not os.path.isfile(
-      os.path.join(run_dir, run_dir_lib.METRICS_FILE)):
+  if code or FLAGS.protocol != "full" or not trainer_runs.is_finished(run_dir):
     return code
   return _train_once(trainer_runs.refit_args(args, trainer_runs.selected_epoch(run_dir)),
                      trainer_runs.refit_dir(run_dir))
@@ -260,31 +259,9 @@ def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> 
 
 def _train_once(args: Sequence[str], run_dir: str) -> int:
   """Runs the trainer in `run_dir` unless it is finished, then copies the run's artefacts."""
-  folder = os.path.basename(run_dir)
-  log_path = run_dir + ".log"
-  command = " ".join(["python -m trainer.main", *args])
-  copies = os.path.join(_copies_root(), folder)
-  stored_command = os.path.join(copies, "command.txt")
-  if os.path.isfile(os.path.join(run_dir, run_dir_lib.METRICS_FILE)):
-    logging.info("skipped %s: finished (%s has %s)", folder, run_dir, run_dir_lib.METRICS_FILE)
-    if os.path.isfile(stored_command):  # Already copied: only check it is the same run.
-      with open(stored_command) as stored:
-        if stored.read().strip() != command:
-          logging.warning("%s was trained by another command (%s), not `%s`: remove its folder "
-                          "to retrain it", folder, stored_command, command)
-      return 0
-  elif not FLAGS.train:
-    logging.info("not trained (--notrain): %s", folder)
-    return 0
-  else:
-    logging.info("running %s: %s", folder, command)
-    code = trainer_runs.run_trainer(args, log_path)
-    if code:
-      logging.error("%s failed (exit code %d); see %s. Rerun to resume it.", folder, code,
-                    log_path)
-      return code
-  trainer_runs.copy_artefacts(run_dir, log_path, copies, command)
-  return 0
+  return trainer_runs.train_and_copy(
+      args, run_dir, os.path.join(_copies_root(), os.path.basename(run_dir)),
+      " ".join(["python -m trainer.main", *args]), train=FLAGS.train)
 
 
 def _metrics(run_dir: str) -> Optional[Dict[str, Any]]:

@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List, Sequence
+from typing import List, Optional, Sequence
+
+from absl import logging
 
 from trainer import run_dir as run_dir_lib
 
@@ -41,6 +43,54 @@ def selected_epoch(run_dir: str) -> int:
   """The epoch a finished run selected on validation (its metrics.json)."""
   with open(os.path.join(run_dir, run_dir_lib.METRICS_FILE)) as metrics:
     return json.load(metrics)["selected_epoch"]
+
+
+def is_finished(run_dir: str) -> bool:
+  """Whether the run in `run_dir` (or the copy of its artefacts) has its final metrics."""
+  return os.path.isfile(os.path.join(run_dir, run_dir_lib.METRICS_FILE))
+
+
+def recorded_command(destination: str) -> Optional[str]:
+  """The command recorded beside a finished run's artefacts in `destination`, if any."""
+  command_path = os.path.join(destination, "command.txt")
+  if not (is_finished(destination) and os.path.isfile(command_path)):
+    return None
+  with open(command_path) as recorded:
+    return recorded.read().strip()
+
+
+def train_and_copy(args: Sequence[str], run_dir: str, destination: str, command: str,
+                   train: bool = True) -> int:
+  """Trains `python -m trainer.main args` in `run_dir` unless it is finished, then copies its
+  artefacts to `destination` with `command` (the command line that produced them).
+
+  Artefacts already in `destination` from another command are kept, with a warning. With
+  `train=False` an unfinished run is only reported.
+
+  Returns:
+    The trainer's exit code (0 when the run is finished or was not to be trained).
+  """
+  name = os.path.basename(run_dir)
+  log_path = run_dir + ".log"
+  if is_finished(run_dir):
+    logging.info("skipped %s: finished (%s has %s)", name, run_dir, run_dir_lib.METRICS_FILE)
+  elif not train:
+    logging.info("not trained: %s", name)
+    return 0
+  else:
+    logging.info("running %s: %s", name, command)
+    code = run_trainer(args, log_path)
+    if code:
+      logging.error("%s failed (exit code %d); see %s. Rerun to resume it.", name, code, log_path)
+      return code
+  recorded = recorded_command(destination)
+  if recorded is not None and recorded != command:
+    logging.warning("%s holds artefacts of another command (%s), not `%s`; kept. Remove %s and "
+                    "%s to train it again", destination, recorded, command, run_dir, destination)
+    return 0
+  copy_artefacts(run_dir, log_path, destination, command)
+  logging.info("artefacts of %s copied to %s", run_dir, destination)
+  return 0
 
 
 def run_trainer(args: Sequence[str], log_path: str) -> int:

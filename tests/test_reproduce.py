@@ -243,7 +243,7 @@ def test_full_run_selects_on_validation_then_refits_on_all_training_sessions(tmp
   shutil.rmtree(results / "refit")
   fresh = run_module("benchmarks.full_run", *args)
   assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
-  assert "holds its results, made by this command" in fresh.stdout
+  assert "holds its results, made by this command" in fresh.stdout + fresh.stderr
   assert not (tmp_path / "runs" / "synthetic-attenmixer-full").exists()
   with open(results / "refit" / "metrics.json") as f:
     assert json.load(f)["epochs_trained"] == selection["selected_epoch"]
