@@ -46,6 +46,9 @@ from data.tfrecord import parse_sessions
 
 FLAGS = flags.FLAGS
 
+# --server_batching settings -> the server's flags.
+BATCHING_FLAGS = {"off": (), "on": ("--enable_batching",)}
+
 TARGETS = ("in-process batch-1 top-20 < 1 ms (brute force, 29,510 items); gRPC p50 < 3 ms and "
            "p99 < 15 ms with 8 clients; >= 1,000 requests/s at batch 1")
 
@@ -213,8 +216,9 @@ def ensure_export(model, prepared, config, export_base: str, index: str) -> str:
   return path
 
 
-def start_server(model_base_path: str, model_name: str, log_dir: str):
-  """`python -m serving.server` (gRPC only, no polling) serving `model_base_path` as `model_name`.
+def start_server(model_base_path: str, model_name: str, log_dir: str, *server_flags: str):
+  """`python -m serving.server` (gRPC only, no polling) serving `model_base_path` as `model_name`,
+  with `server_flags` added.
 
   Returns the `serving.testing.ServerProcess` once a version is available (its log in `log_dir`);
   stops the server if none becomes available.
@@ -223,7 +227,7 @@ def start_server(model_base_path: str, model_name: str, log_dir: str):
   from serving import testing  # pylint: disable=g-import-not-at-top
   server = testing.ServerProcess(log_dir, f"--model_name={model_name}",
                                  f"--model_base_path={model_base_path}",
-                                 "--file_system_poll_wait_seconds=0", rest=False)
+                                 "--file_system_poll_wait_seconds=0", *server_flags, rest=False)
   try:
     with serving_client.channel(server.address) as channel:
       server.wait_until_available(model_name, channel, timeout=300)
@@ -244,30 +248,35 @@ def benchmark_index(index: str, saved_model_dir: str, batches: Dict[int, List[np
           f"p99 {values['p99_ms']:.3f} ms ({values['calls']} calls); session_embedding only: "
           f"p50 {values['embedding_p50_ms']:.3f} ms", flush=True)
   model_name = os.path.basename(os.path.dirname(saved_model_dir))
-  server = start_server(os.path.dirname(saved_model_dir), model_name, log_dir)
   rows = []
-  try:
-    for batch_size, inputs in batches.items():
-      requests = [testing.predict_request(model_name, batch) for batch in inputs]
-      for num_clients in clients:
-        result = load_test(server.address, model_name, requests, num_clients,
-                           FLAGS.duration_seconds)
-        row = {"index": index, "batch_size": batch_size, "clients": num_clients,
-               "in_process_p50_ms": local[batch_size]["p50_ms"],
-               "in_process_p99_ms": local[batch_size]["p99_ms"],
-               "in_process_embedding_p50_ms": local[batch_size]["embedding_p50_ms"], **result,
-               "load_average_1min": os.getloadavg()[0]}
-        rows.append(row)
-        print(f"{index} batch {batch_size} clients {num_clients}: p50 {result['p50_ms']:.2f} ms, "
-              f"p99 {result['p99_ms']:.2f} ms, {result['requests_per_second']:.0f} req/s, "
-              f"{result['sessions_per_second']:.0f} sessions/s, failures {result['failures']}",
-              flush=True)
-  finally:
-    code = server.stop()
-    logging.info("server of %s stopped with exit code %s", index, code)
-  one_client = {r["batch_size"]: r["p50_ms"] for r in rows if r["clients"] == min(clients)}
+  for batching in FLAGS.server_batching:
+    server = start_server(os.path.dirname(saved_model_dir), model_name, log_dir,
+                          *BATCHING_FLAGS[batching])
+    try:
+      for batch_size, inputs in batches.items():
+        requests = [testing.predict_request(model_name, batch) for batch in inputs]
+        for num_clients in clients:
+          result = load_test(server.address, model_name, requests, num_clients,
+                             FLAGS.duration_seconds)
+          row = {"index": index, "batching": batching, "batch_size": batch_size,
+                 "clients": num_clients, "in_process_p50_ms": local[batch_size]["p50_ms"],
+                 "in_process_p99_ms": local[batch_size]["p99_ms"],
+                 "in_process_embedding_p50_ms": local[batch_size]["embedding_p50_ms"],
+                 **result, "load_average_1min": os.getloadavg()[0]}
+          rows.append(row)
+          print(f"{index} batching {batching} batch {batch_size} clients {num_clients}: p50 "
+                f"{result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+                f"{result['requests_per_second']:.0f} req/s, "
+                f"{result['sessions_per_second']:.0f} sessions/s, failures {result['failures']}",
+                flush=True)
+    finally:
+      code = server.stop()
+      logging.info("server of %s (batching %s) stopped with exit code %s", index, batching, code)
+  one_client = {(r["batching"], r["batch_size"]): r["p50_ms"] for r in rows
+                if r["clients"] == min(clients)}
   for row in rows:
-    row["server_overhead_p50_ratio"] = one_client[row["batch_size"]] / row["in_process_p50_ms"]
+    row["server_overhead_p50_ratio"] = (one_client[row["batching"], row["batch_size"]] /
+                                        row["in_process_p50_ms"])
   return rows
 
 
@@ -312,13 +321,14 @@ def write_report(output: str, rows: List[Dict[str, Any]], env: Dict[str, Any],
       "small batches it is the time to read the float32 table from memory, which bounds any "
       "brute-force search. Load = 1-minute load average right after the cell.", "",
       f"Targets (issue 6, point 7): {TARGETS}.", "",
-      "| index | batch | clients | in-process p50 ms | in-process p99 ms | embedding p50 ms | "
+      "| index | batching | batch | clients | in-process p50 ms | in-process p99 ms | embedding p50 ms | "
       "floor p50 ms | in-process / floor | gRPC p50 ms | gRPC p99 ms | requests/s | sessions/s | "
       "failures | overhead (p50 ratio) | load |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
-        f"| {r['index']} | {r['batch_size']} | {r['clients']} | {r['in_process_p50_ms']:.3f} | "
+        f"| {r['index']} | {r['batching']} | {r['batch_size']} | {r['clients']} | "
+        f"{r['in_process_p50_ms']:.3f} | "
         f"{r['in_process_p99_ms']:.3f} | {r['in_process_embedding_p50_ms']:.3f} | "
         f"{r['brute_force_floor_p50_ms']:.3f} | {r['in_process_over_floor']:.2f} | "
         f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
@@ -337,27 +347,27 @@ def write_report(output: str, rows: List[Dict[str, Any]], env: Dict[str, Any],
 
 
 def target_checks(rows: List[Dict[str, Any]]) -> List[str]:
+  """The issue's serving targets against the rows: each server setting of each index."""
   checks = []
-  def find(index, batch, clients):
-    return next((r for r in rows if r["index"] == index and r["batch_size"] == batch and
-                 r["clients"] == clients), None)
   for r in rows:
     if r["index"] == "brute_force" and r["batch_size"] == 1:
       value = r["in_process_p50_ms"]
       checks.append(f"in-process batch-1 top-20, brute force: p50 {value:.3f} ms "
                     f"({'met' if value < 1 else 'NOT met'}: < 1 ms)")
       break
-  for index in dict.fromkeys(r["index"] for r in rows):
-    r = find(index, 1, 8)
+  for index, batching in dict.fromkeys((r["index"], r["batching"]) for r in rows):
+    setting = [r for r in rows if r["index"] == index and r["batching"] == batching and
+               r["batch_size"] == 1]
+    name = f"{index} (batching {batching}), batch 1"
+    r = next((r for r in setting if r["clients"] == 8), None)
     if r:
       met = r["p50_ms"] < 3 and r["p99_ms"] < 15
-      checks.append(f"{index}, batch 1, 8 clients: gRPC p50 {r['p50_ms']:.2f} ms, p99 "
+      checks.append(f"{name}, 8 clients: gRPC p50 {r['p50_ms']:.2f} ms, p99 "
                     f"{r['p99_ms']:.2f} ms ({'met' if met else 'NOT met'}: p50 < 3, p99 < 15)")
-    best = max((x for x in rows if x["index"] == index and x["batch_size"] == 1),
-               key=lambda x: x["requests_per_second"], default=None)
+    best = max(setting, key=lambda x: x["requests_per_second"], default=None)
     if best:
       value = best["requests_per_second"]
-      checks.append(f"{index}, batch 1: best {value:,.0f} requests/s ({best['clients']} clients; "
+      checks.append(f"{name}: best {value:,.0f} requests/s ({best['clients']} clients; "
                     f"{'met' if value >= 1000 else 'NOT met'}: >= 1,000)")
   return checks
 
@@ -370,6 +380,8 @@ def _define_flags() -> None:
   flags.DEFINE_list("indexes", ["brute_force", "scann", "portable_ann"],
                     "Indexes to export and serve.")
   flags.DEFINE_list("clients", ["1", "8", "32"], "Numbers of concurrent gRPC clients.")
+  flags.DEFINE_list("server_batching", ["off", "on"], "Server settings to measure: without and "
+                    "with server-side batching (`--enable_batching`), each its own server.")
   flags.DEFINE_list("batch_sizes", ["1", "64"], "Sessions per request.")
   flags.DEFINE_float("duration_seconds", 5.0, "Duration of each (batch size, clients) cell.")
   flags.DEFINE_float("in_process_seconds", 3.0, "Time spent timing each in-process batch size.")

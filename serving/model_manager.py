@@ -85,9 +85,11 @@ class ModelVersions:
   `resolve` and `status` may be called from any thread; `poll` from one thread at a time.
   """
 
-  def __init__(self, config, limits, required_signatures=(DEFAULT_SIGNATURE,), warmup=True):
+  def __init__(self, config, limits, required_signatures=(DEFAULT_SIGNATURE,), warmup=True,
+               batching=None):
     self.config = config
     self._limits = limits
+    self._batching = batching
     self._required_signatures = tuple(required_signatures)
     self._warmup = warmup
     self._lock = threading.Lock()
@@ -189,7 +191,7 @@ class ModelVersions:
     try:
       servable = Servable.load(self.name, version, path, self._limits,
                                required_signatures=self._required_signatures, served=served,
-                               run_warmup=self._warmup)
+                               run_warmup=self._warmup, batching=self._batching)
     except Exception as error:  # pylint: disable=broad-except  (any failure refuses the version)
       error = _load_error(error)
       logging.error("Refused servable {name: %s version: %d}: %s: %s", self.name, version,
@@ -250,8 +252,11 @@ class ModelVersions:
 class ModelManager:
   """All served models by name, and the thread polling their base paths."""
 
-  def __init__(self, configs, limits, required_signatures=(DEFAULT_SIGNATURE,), warmup=True):
-    self._models = {config.name: ModelVersions(config, limits, required_signatures, warmup)
+  def __init__(self, configs, limits, required_signatures=(DEFAULT_SIGNATURE,), warmup=True,
+               batching=None):
+    """`batching`: `serving.batching.BatchingOptions` for every version, or None (no batching)."""
+    self._models = {config.name: ModelVersions(config, limits, required_signatures, warmup,
+                                               batching)
                     for config in configs}
     self._stop = threading.Event()
     self._thread = None

@@ -26,6 +26,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from serving import batching as batching_lib
 from serving import status
 from serving import tensors
 from serving import warmup
@@ -86,11 +87,17 @@ class TensorSpec:
 
 
 class Signature:
-  """One signature of a loaded version: its input and output TensorSpecs and its function."""
+  """One signature of a loaded version: its input and output TensorSpecs and its function.
 
-  def __init__(self, name, function):
+  With `batching` options, concurrent calls of `run` are merged (`serving.batching`).
+  """
+
+  def __init__(self, name, function, batching=None):
     self.name = name
     self._function = function
+    self._batcher = None
+    if batching is not None:
+      self._batcher = batching_lib.Batcher(self._call, batching, name)
     _, kwargs = function.structured_input_signature
     self.inputs: Mapping[str, TensorSpec] = {
         alias: TensorSpec.from_tf(spec) for alias, spec in kwargs.items()}
@@ -136,6 +143,11 @@ class Signature:
 
   def run(self, arrays, keys):
     """Runs the signature on numpy `arrays` (checked inputs); returns {alias: array} for `keys`."""
+    if self._batcher is not None:
+      return self._batcher.run(arrays, keys)
+    return self._call(arrays, keys)
+
+  def _call(self, arrays, keys):
     try:
       outputs = self._function(**{alias: tf.constant(array) for alias, array in arrays.items()})
       return {alias: outputs[alias].numpy() for alias in keys}
@@ -188,7 +200,7 @@ class Servable:
 
   @classmethod
   def load(cls, model_name, version, path, limits, required_signatures=(DEFAULT_SIGNATURE,),
-           served=None, run_warmup=True):
+           served=None, run_warmup=True, batching=None):
     """Loads and validates version `version` from `path`.
 
     Raises ServingError (NOT_FOUND: no saved_model.pb, DATA_LOSS: unreadable, FAILED_PRECONDITION:
@@ -197,12 +209,13 @@ class Servable:
 
     served: the Servable currently answering for this model, whose signatures the new version
       must keep (same names, input and output dtypes and ranks).
+    batching: `serving.batching.BatchingOptions` to merge concurrent requests, or None.
     """
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
       raise status.not_found("no saved_model.pb in %s" % path)
     signature_defs = _read_signature_defs(path)
     loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
-    signatures = {name: Signature(name, function)
+    signatures = {name: Signature(name, function, batching)
                   for name, function in loaded.signatures.items()}
     if not signatures:
       raise status.failed_precondition("the SavedModel has no signatures")

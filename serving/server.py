@@ -13,6 +13,8 @@ by `serving.model_manager`; requests beyond the size limits get RESOURCE_EXHAUST
 
 Unlike stock TF Serving, this server imports `scann` when it is installed, so it also serves the
 ScaNN export. SIGTERM or SIGINT stops it gracefully (in-flight requests get `--grace_seconds`).
+With `--enable_batching`, concurrent requests to a signature are merged into one call
+(`serving.batching`, TF Serving's server-side batching).
 """
 
 import concurrent.futures
@@ -27,6 +29,7 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from serving import batching
 from serving import model_config
 from serving import model_manager
 from serving import rest
@@ -61,6 +64,17 @@ flags.DEFINE_integer("max_batch_size", tensors.Limits.max_batch_size, "Largest b
                      "(dimension 0 of an input).")
 flags.DEFINE_integer("max_session_length", tensors.Limits.max_session_length, "Largest "
                      "dimension 1 of an input of rank >= 2 (session length, candidates).")
+flags.DEFINE_bool("enable_batching", False, "Merge concurrent requests to a signature into one "
+                  "call (TF Serving's --enable_batching; see serving/batching.py).")
+flags.DEFINE_integer("batching_max_batch_size", batching.BatchingOptions.max_batch_size,
+                     "Most rows of one merged call (TF Serving's max_batch_size).")
+flags.DEFINE_integer("batch_timeout_micros", batching.BatchingOptions.batch_timeout_micros,
+                     "How long a request waits for others to fill its batch (0: never).")
+flags.DEFINE_integer("num_batch_threads", batching.BatchingOptions.num_batch_threads,
+                     "Merged calls running at once.")
+flags.DEFINE_list("batching_pad_inputs", list(batching.BatchingOptions.pad_inputs),
+                  "Inputs zero-padded in dimension 1 so that different lengths merge (TF "
+                  "Serving's pad_variable_length_inputs); 0 must be padding for them.")
 flags.DEFINE_integer("grpc_max_threads", 16, "Threads answering gRPC requests.")
 flags.DEFINE_integer("max_concurrent_rpcs", 256, "RPCs in progress or queued beyond which new "
                      "ones get RESOURCE_EXHAUSTED.")
@@ -241,13 +255,20 @@ def main(argv):
   try:
     configs = _configs()
     limits = tensors.Limits(_FLAGS.max_batch_size, _FLAGS.max_session_length)
+    batching_options = None
+    if _FLAGS.enable_batching:
+      batching_options = batching.BatchingOptions(
+          _FLAGS.batching_max_batch_size, _FLAGS.batch_timeout_micros, _FLAGS.num_batch_threads,
+          tuple(_FLAGS.batching_pad_inputs))
     tls = _tls()
   except (OSError, ValueError, ssl.SSLError) as error:
     logging.error("%s", error)
     return 2
   servable.import_custom_ops()
+  if batching_options is not None:
+    logging.info("Server-side batching on: %s", batching_options)
   manager = model_manager.ModelManager(configs, limits, _FLAGS.required_signatures,
-                                       _FLAGS.enable_model_warmup)
+                                       _FLAGS.enable_model_warmup, batching_options)
   manager.poll()
   for name in manager.names:
     versions = manager.model(name).serving_versions()
