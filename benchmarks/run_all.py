@@ -100,6 +100,37 @@ def effects(rows) -> list:
   return lines
 
 
+def breakdown(rows) -> list:
+  """Bullet lines splitting each default training step's time beyond its floor into the step's
+  parts (`benchmarks.train_step` rows with parts), each part's excess over its own floor."""
+  lines = []
+  for r in rows:
+    if r.get("variant") != "default" or "step_scoring_ms" not in r:
+      continue
+    products = min(r["floor_products_native_ms"], r["floor_products_xla_ms"])
+    update = min(r["floor_update_native_ms"], r["floor_update_xla_ms"])
+    parts = [
+        ("the query tower's forward and backward (encoder, Atten-Mixer readout, projection)",
+         r["step_query_tower_ms"]),
+        ("the table dropout's mask over the N x d table",
+         r["step_scoring_ms"] - r["step_scoring_without_table_dropout_ms"]),
+        ("the row normalisation of the table in the scores",
+         r["step_scoring_without_table_dropout_ms"] - r["step_scoring_plain_ms"]),
+        ("softmax cross-entropy beside the floor's products",
+         r["step_scoring_plain_ms"] - products),
+        ("Adam over all variables beside the floor's update of the table",
+         r["step_update_ms"] - update),
+        ("the rest: the step on a real batch against its parts on one fixed batch (tape, "
+         "gradient sum, input, dispatch)",
+         r["step_ms"] - r["step_gradients_ms"] - r["step_update_ms"]),
+    ]
+    lines.append(f"- batch {r['batch_size']}: step {r['step_ms']:.1f} ms = floor {r['floor_ms']:.1f} "
+                 f"ms (products {products:.1f}, update {update:.1f}) + "
+                 f"{r['step_ms'] - r['floor_ms']:.1f} ms:")
+    lines += [f"  - {name}: {value:.1f} ms" for name, value in parts]
+  return lines
+
+
 def render(everything) -> str:
   lines = ["# Benchmarks", "",
            "Written by `make bench` (`python -m benchmarks.run_all`) from `benchmarks.json`. "
@@ -119,6 +150,12 @@ def render(everything) -> str:
     comparisons = effects(rows)
     if comparisons:
       lines += ["Same process, as ratios to the default:", "", *comparisons, ""]
+    parts = breakdown(rows)
+    if parts:
+      lines += ["Where the default step's time beyond the floor goes (each part timed alone, "
+                "on one fixed batch, in the same process; the query tower has no floor of its "
+                "own, and the parts overlap a little, so the sum is approximate):", "", *parts,
+                ""]
   options = os.path.join(common.RESULTS_DIR, "reproduction", "options.md")
   if os.path.isfile(options):
     lines += ["## Epoch time and accuracy", "", "See [reproduction/options.md]"

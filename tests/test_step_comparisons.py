@@ -54,3 +54,18 @@ def test_benchmarks_md_states_each_effect_as_a_ratio():
       "of made dense, batch 100, xla: 15.0 ms against 20.0 ms (0.75x)",
       "- `table_dropout=0`, batch 100: step 120.0 ms against the default's 160.0 ms (0.75x); to "
       "their floors (timed beside each, so machine noise cancels) 1.60 against 2.00 (0.80x)"]
+
+
+def test_benchmarks_md_splits_the_step_beyond_its_floor_into_its_parts():
+  from benchmarks import run_all  # pylint: disable=g-import-not-at-top
+  row = {"variant": "default", "batch_size": 100, "step_ms": 90.0, "floor_ms": 42.0,
+         "floor_products_native_ms": 28.0, "floor_products_xla_ms": 30.0,
+         "floor_update_native_ms": 18.0, "floor_update_xla_ms": 14.0,
+         "step_gradients_ms": 72.0, "step_query_tower_ms": 20.0, "step_scoring_ms": 51.0,
+         "step_scoring_without_table_dropout_ms": 40.0, "step_scoring_plain_ms": 34.0,
+         "step_update_ms": 16.0}
+  lines = run_all.breakdown([row, {"variant": "table_dropout=0", "batch_size": 100}])
+  assert lines[0] == ("- batch 100: step 90.0 ms = floor 42.0 ms (products 28.0, update 14.0) "
+                      "+ 48.0 ms:")
+  values = [float(line.rsplit(": ", 1)[1].split()[0]) for line in lines[1:]]
+  assert values == [20.0, 11.0, 6.0, 6.0, 2.0, 2.0]  # 47 of the 48: the parts are timed alone
