@@ -38,14 +38,16 @@ def benchmarks(run_dir: str):
   whose tables BENCHMARKS.md links to."""
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
-      "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512"],
+      "train_step": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100,512",
+                     "--steps=10", "--repetitions=3"],
       # One process per intra_op:inter_op thread setting (~6 min).
       "threads": ["benchmarks.threads", "--dataset=gowalla", "--batch_sizes=100", "--steps=10",
                   "--repetitions=3"],
       # The paper's Table 2 Time column, as ratios: GNN encoders and readouts against Atten-Mixer.
       "encoder_cost": ["benchmarks.train_step", "--dataset=gowalla", "--batch_sizes=100",
                        "--record_as=encoder_cost", "--variants=default,variant=srgnn,"
-                       "variant=srgnn_am,variant=sgnnhn,variant=sgnnhn_am"],
+                       "variant=srgnn_am,variant=sgnnhn,variant=sgnnhn_am", "--steps=10",
+                       "--repetitions=3"],
       "evaluation": ["benchmarks.evaluation", "--dataset=gowalla",
                      "--eval_batch_sizes=500,2000"],
       # One-epoch Gowalla runs (batch 100, batch 512, no table dropout): minutes per epoch,
