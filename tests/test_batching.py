@@ -125,7 +125,7 @@ def test_server_with_batching_answers_concurrent_clients_exactly(tmp_path):
                                   rest=False)
   rng = np.random.default_rng(0)
   sessions = [rng.integers(0, testing.NUM_ITEMS + 3, size=(1 + i % 3, 1 + i % 7))
-              for i in range(320)]
+              for i in range(160)]
   try:
     with grpc.insecure_channel(process.address) as channel:
       process.wait_until_available("toy", channel)
