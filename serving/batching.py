@@ -31,8 +31,8 @@ import numpy as np
 class BatchingOptions:
   """TF Serving's batching parameters (those of `--batching_parameters_file`) that apply here.
 
-  max_batch_size: most rows (dimension 0, summed over requests) of one merged call; a larger
-    request runs alone.
+  max_batch_size: most rows (dimension 0, summed over requests) of one merged call; a request
+    of this many rows or more runs at once, alone and outside the queue.
   batch_timeout_micros: how long the first request of a batch waits for others before the call
     (0: never waits).
   num_batch_threads: merged calls running at once.
@@ -89,9 +89,10 @@ class Batcher:
 
   def run(self, arrays: Mapping[str, np.ndarray], keys: Sequence[str]) -> Dict[str, np.ndarray]:
     """Answers one request (inputs with dimension 0 the batch), possibly merged with others."""
-    if len({array.shape[0] if array.ndim else None for array in arrays.values()}) != 1 or (
-        next(iter(arrays.values())).ndim == 0):
-      return self._run_arrays(dict(arrays), list(keys))  # no common batch dimension
+    sizes = {array.shape[0] if array.ndim else None for array in arrays.values()}
+    if len(sizes) != 1 or None in sizes or sizes.pop() >= self._options.max_batch_size:
+      # No common batch dimension, or a full batch already: nothing to merge, so no queue.
+      return self._run_arrays(dict(arrays), list(keys))
     task = _Task(arrays, keys, self._group(arrays))
     with self._condition:
       self._pending.append(task)

@@ -99,6 +99,15 @@ def test_batches_respect_max_batch_size_and_keep_groups_apart():
   assert [answer["total"].tolist() for answer in answers] == expected
 
 
+def test_a_full_batch_runs_at_once_outside_the_queue():
+  signature = BlockingSignature()
+  signature.release.set()
+  batcher = batching.Batcher(signature, batching.BatchingOptions(max_batch_size=2))
+  batcher._running = 1  # pylint: disable=protected-access  (as if a merged call were running)
+  answer = batcher.run(_sessions([1], [2]), ["total"])
+  assert answer["total"].tolist() == [1, 2] and signature.calls == [{"sessions": (2, 1)}]
+
+
 def test_a_failing_request_fails_alone():
   signature = BlockingSignature()
   batcher = batching.Batcher(signature, batching.BatchingOptions())
