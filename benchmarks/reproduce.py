@@ -29,8 +29,9 @@ sessions for its selected number of epochs (`<run>-refit`, `--train_on_valid`), 
 are the row's number (the selected epoch's are shown beside them); `short` trains every row for
 `--short_epochs` epochs and reports the selected epoch's test metrics. `--notrain` writes the
 table from the finished runs without training. Trainer flags after `--` are passed to every run
-(e.g. tiny settings for tests); `--dataset_override` trains every row on another dataset (runs, results and table
-names then end in `-on-<dataset>`), still compared with the paper's numbers for the original one.
+(e.g. tiny settings for tests); `--dataset_override` trains every row on another dataset (runs,
+results and table names then end in `-on-<dataset>`), still compared with the paper's numbers for
+the original one.
 """
 
 import dataclasses

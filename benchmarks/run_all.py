@@ -126,8 +126,8 @@ def breakdown(rows) -> list:
          "gradient sum, input, dispatch)",
          r["step_ms"] - r["step_gradients_ms"] - r["step_update_ms"]),
     ]
-    lines.append(f"- batch {r['batch_size']}: step {r['step_ms']:.1f} ms = floor {r['floor_ms']:.1f} "
-                 f"ms (products {products:.1f}, update {update:.1f}) + "
+    lines.append(f"- batch {r['batch_size']}: step {r['step_ms']:.1f} ms = floor "
+                 f"{r['floor_ms']:.1f} ms (products {products:.1f}, update {update:.1f}) + "
                  f"{r['step_ms'] - r['floor_ms']:.1f} ms:")
     lines += [f"  - {name}: {value:.1f} ms" for name, value in parts]
   return lines

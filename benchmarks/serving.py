@@ -321,9 +321,9 @@ def write_report(output: str, rows: List[Dict[str, Any]], env: Dict[str, Any],
       "small batches it is the time to read the float32 table from memory, which bounds any "
       "brute-force search. Load = 1-minute load average right after the cell.", "",
       f"Targets (issue 6, point 7): {TARGETS}.", "",
-      "| index | batching | batch | clients | in-process p50 ms | in-process p99 ms | embedding p50 ms | "
-      "floor p50 ms | in-process / floor | gRPC p50 ms | gRPC p99 ms | requests/s | sessions/s | "
-      "failures | overhead (p50 ratio) | load |",
+      "| index | batching | batch | clients | in-process p50 ms | in-process p99 ms | "
+      "embedding p50 ms | floor p50 ms | in-process / floor | gRPC p50 ms | gRPC p99 ms | "
+      "requests/s | sessions/s | failures | overhead (p50 ratio) | load |",
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(

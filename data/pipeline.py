@@ -8,8 +8,8 @@ Batches are `{"items": int32 [batch, max_length] (left-padded), "target": int32 
 
 Training order is a pure function of `(seed, epoch)`: the same call gives the same batches, so an
 interrupted epoch resumes exactly with `dataset.skip(steps_done)`. With
-`train_order="chronological"` there is no shuffle: the files (contiguous blocks of time-ordered sessions) are read one after the
-other and each session's prefixes follow each other.
+`train_order="chronological"` there is no shuffle: the files (contiguous blocks of time-ordered
+sessions) are read one after the other and each session's prefixes follow each other.
 
 Distribution: pass the `tf.distribute.InputContext` of `distribute_datasets_from_function`. Each
 input pipeline then reads a disjoint part of the data: whole files when there are at least as

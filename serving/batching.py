@@ -52,11 +52,11 @@ class BatchingOptions:
 class _Task:
   """One request in the queue: its input arrays, the outputs it wants and, once run, its reply."""
 
-  def __init__(self, arrays: Mapping[str, np.ndarray], keys: Sequence[str], group):
+  def __init__(self, arrays: Mapping[str, np.ndarray], keys: Sequence[str], rows: int, group):
     self.arrays = arrays
     self.keys = keys
+    self.rows = rows  # dimension 0, the same for every input
     self.group = group  # requests of one group can be merged
-    self.rows = next(iter(arrays.values())).shape[0]
     self.taken = False
     self.done = False
     self.outputs = None
@@ -90,10 +90,11 @@ class Batcher:
   def run(self, arrays: Mapping[str, np.ndarray], keys: Sequence[str]) -> Dict[str, np.ndarray]:
     """Answers one request (inputs with dimension 0 the batch), possibly merged with others."""
     sizes = {array.shape[0] if array.ndim else None for array in arrays.values()}
-    if len(sizes) != 1 or None in sizes or sizes.pop() >= self._options.max_batch_size:
+    rows = sizes.pop() if len(sizes) == 1 else None
+    if rows is None or rows >= self._options.max_batch_size:
       # No common batch dimension, or a full batch already: nothing to merge, so no queue.
       return self._run_arrays(dict(arrays), list(keys))
-    task = _Task(arrays, keys, self._group(arrays))
+    task = _Task(arrays, keys, rows, self._group(arrays))
     with self._condition:
       self._pending.append(task)
       self._condition.notify_all()  # a leader waiting for its batch to fill
