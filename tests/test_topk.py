@@ -32,6 +32,24 @@ def test_brute_force_is_exact(data):
                              rtol=1e-5, atol=1e-6)
 
 
+def test_brute_force_holds_the_table_transposed(data):
+  candidates, _, _ = data
+  index = topk.build_index("brute_force", candidates)
+  np.testing.assert_array_equal(index._candidates.numpy(), candidates.T)  # pylint: disable=protected-access
+
+
+def test_brute_force_returns_identifiers_and_checks_shapes(data):
+  candidates, queries, exact = data
+  names = tf.constant([f"item-{row}" for row in range(len(candidates))])
+  _, identified = topk.build_index("brute_force", candidates, names)(queries[:3], k=5)
+  np.testing.assert_array_equal(identified.numpy().astype(str),
+                                np.char.add("item-", exact[:3, :5].astype(str)))
+  with pytest.raises(ValueError, match="same number of rows"):
+    topk.build_index("brute_force", candidates, names[:10])
+  with pytest.raises(ValueError, match="must be 2D"):
+    topk.build_index("brute_force", candidates[0])
+
+
 @pytest.mark.parametrize("kind", ["portable_ann", "scann"])
 def test_approximate_indexes_default_options_recall(data, kind):
   """Target: recall@20 >= 0.95 with the default options (Gowalla-scale numbers: results/)."""
