@@ -158,15 +158,18 @@ def trained_catalogue(run_dir: str, num_queries: int) -> Catalogue:
 
 
 def _training_summary(run_dir: str) -> str:
-  """", trained on N examples, validation HR@20 x" from the run's metrics.json, if any."""
+  """", trained on N examples, validation HR@20 x" from the run's metrics.json, if any (test
+  HR@20 for a refit, which holds no validation split out)."""
   path = os.path.join(run_dir, "metrics.json")
   if not os.path.isfile(path):
     return ""
   with open(path) as metrics_file:
     metrics = json.load(metrics_file)
   examples = sum(epoch.get("train_examples", 0) for epoch in metrics.get("epochs", []))
-  return (f", trained on {examples:,} examples, validation HR@20 "
-          f"{metrics.get('valid', {}).get('hr_at_20', float('nan')):.2f}")
+  split = "valid" if metrics.get("valid") else "test"
+  hit_rate = (metrics.get(split) or {}).get("hr_at_20", float("nan"))
+  return (f", trained on {examples:,} examples, "
+          f"{'validation' if split == 'valid' else 'test'} HR@20 {hit_rate:.2f}")
 
 
 # ---------------------------------------------------------------------------------- memory

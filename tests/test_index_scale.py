@@ -97,3 +97,14 @@ def test_largest_fitting_rounds_down_within_budget():
   assert not plan["fits"]
   assert "of disk" in index_scale.skip_reason(plan)
   assert index_scale.largest_fitting(model, 1.2, 22 * index_scale.GIB, 10**9) == 830_000
+
+
+@pytest.mark.parametrize("metrics, expected", [
+    ({"epochs": [{"train_examples": 600}], "valid": {"hr_at_20": 47.281}, "test": None},
+     ", trained on 600 examples, validation HR@20 47.28"),
+    # A refit (--train_on_valid) holds no validation split out: its test number is shown.
+    ({"epochs": [{"train_examples": 700}] * 2, "valid": None, "test": {"hr_at_20": 54.08}},
+     ", trained on 1,400 examples, test HR@20 54.08")])
+def test_the_catalogue_is_described_by_its_run(tmp_path, metrics, expected):
+  (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+  assert index_scale._training_summary(str(tmp_path)) == expected  # pylint: disable=protected-access

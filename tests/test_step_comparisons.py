@@ -69,3 +69,35 @@ def test_benchmarks_md_splits_the_step_beyond_its_floor_into_its_parts():
                       "+ 48.0 ms:")
   values = [float(line.rsplit(": ", 1)[1].split()[0]) for line in lines[1:]]
   assert values == [20.0, 11.0, 6.0, 6.0, 2.0, 2.0]  # 47 of the 48: the parts are timed alone
+
+
+def test_benchmarks_md_states_each_target_and_where_a_missed_one_spends_its_time():
+  from benchmarks import run_all  # pylint: disable=g-import-not-at-top
+  def serving(index, clients, p50, rate, in_process):
+    return {"index": index, "batching": "off", "batch_size": 1, "clients": clients,
+            "p50_ms": p50, "p99_ms": 2 * p50, "requests_per_second": rate,
+            "in_process_p50_ms": in_process, "brute_force_floor_p50_ms": 1.2,
+            "in_process_embedding_p50_ms": 0.9}
+  everything = {
+      "train_step": {"results": [
+          {"variant": "default", "batch_size": 100, "examples_per_second": 1000.0,
+           "floor_examples_per_second": 2400.0, "ratio": 2.2},
+          {"variant": "default", "batch_size": 512, "ratio": 1.1}]},
+      "evaluation": {"results": [
+          {"split": "test", "seconds": 30.0, "peak_rss_gb": 1.0, "eval_batch_size": 500}]},
+      "serving": {"results": [serving("brute_force", 8, 16.0, 500.0, 2.7),
+                              serving("scann", 8, 10.0, 800.0, 1.6),
+                              {**serving("scann", 8, 1.0, 9000.0, 0.5), "batch_size": 64}]}}
+  lines = run_all.targets(everything)
+  rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:]}
+  assert rows["training, batch 100: >= 2,600 examples/s"][1] == "no"
+  assert "runs at 2,400 examples/s" in rows["training, batch 100: >= 2,600 examples/s"][2]
+  assert rows["training step, batch 512: <= 1.2x its floor"][:2] == ["1.10x", "yes"]
+  assert rows["evaluation of the Gowalla test split: < 60 s within 4 GB"][1] == "yes"
+  assert "takes 1.20 ms" in rows["in process, brute force, batch 1: < 1 ms"][2]
+  # The best batch-1 row with 8 clients (the batch-64 row does not count), and Little's law.
+  eight = rows["gRPC, 8 clients, batch 1: p50 < 3 ms, p99 < 15 ms"]
+  assert eight[0].startswith("p50 10.0 ms, p99 20.0 ms (scann") and eight[1] == "no"
+  assert "8 / 800 requests/s = 10.0 ms" in eight[2]
+  assert rows["gRPC, batch 1: >= 1,000 requests/s"][0].startswith("800 requests/s")
+  assert run_all.targets({}) == []
