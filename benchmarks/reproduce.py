@@ -141,10 +141,11 @@ TABLES: Dict[str, Dict[str, Any]] = {
     "fig5": dict(
         title="Figure 5: HR@20 against the number of intent levels L (Gowalla)",
         metrics=TOP_20,
-        rows=tuple(row("gowalla", "attenmixer", f"L = {levels}", num_levels=levels)
-                   for levels in range(1, 8)),
+        # L = 1 is Table 4's -M ablation (`attenmixer_m`): the same configuration, one run.
+        rows=tuple(row("gowalla", "attenmixer_m" if levels == 1 else "attenmixer",
+                       f"L = {levels}", num_levels=levels) for levels in range(1, 8)),
         caption="Figure 5 is a plot without numbers: the published number is that of L = 3 "
-                "(Table 2)."),
+                "(Table 2). The L = 1 point is Table 4's -M run."),
     "fig7": dict(
         title="Figure 7: Atten-Mixer and SR-GNN by session length (Gowalla)",
         metrics=TOP_20,
@@ -353,7 +354,7 @@ def row_results(table_row: Row, metrics: Sequence[str]) -> Dict[str, Any]:
 
 _RUN_FIELDS = ("folder", "seed", "epochs_trained", "selected_epoch", "train_seconds",
                "wall_seconds", "examples_per_second", "test", "valid", "authors_protocol",
-               "peak_rss_bytes")
+               "peak_rss_bytes", "load_average_max")
 
 
 def _run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
@@ -412,9 +413,13 @@ def against_baseline(results: Dict[str, Dict[str, Any]], baseline: str,
       verdict = f"within {SPEED_TOLERANCE} points of {base['label']} on validation"
     else:
       verdict = f"worse than {base['label']} on validation by more than {SPEED_TOLERANCE} points"
-    speed = result["runs"][0]["examples_per_second"] / base["runs"][0]["examples_per_second"]
+    run, base_run = result["runs"][0], base["runs"][0]
+    speed = run["examples_per_second"] / base_run["examples_per_second"]
+    loads = [r.get("load_average_max") for r in (run, base_run)]
+    shared = (f"; machine load at their epochs' ends {_load(loads[0])} and {_load(loads[1])}"
+              if any(load is not None for load in loads) else "")
     lines.append(f"{result['label']}: validation {listed}; {verdict}. Training speed "
-                 f"{speed:.2f}x the default's (examples/s of the two runs).")
+                 f"{speed:.2f}x the default's (examples/s of the two runs{shared}).")
   return lines
 
 
@@ -429,15 +434,15 @@ def _pyplot():
   return plt
 
 
-def _levels(row_flags) -> int:
-  """L of a row of Figure 5, from its flags (a dict or pairs)."""
-  return dict(row_flags).get("num_levels", ModelConfig().num_levels)
+def _levels(variant: str, row_flags) -> int:
+  """L of a row of Figure 5: from its flags (a dict or pairs), else its variant's."""
+  return dict(row_flags).get("num_levels", ModelConfig.variant(variant).num_levels)
 
 
 def levels_figure(spec, results, png_path) -> Tuple[List[str], Dict[str, Any], List[str]]:
   """Figure 5: our HR@20 against L (mean ± std over seeds), published points marked."""
-  points = sorted((_levels(r["flags"]), r["honest"]["hr_at_20"]) for r in results.values()
-                  if r["honest"]["hr_at_20"])
+  points = sorted((_levels(r["variant"], r["flags"]), r["honest"]["hr_at_20"])
+                  for r in results.values() if r["honest"]["hr_at_20"])
   plt = _pyplot()
   figure, axes = plt.subplots(figsize=(5, 3.5))
   if points:
@@ -446,10 +451,11 @@ def levels_figure(spec, results, png_path) -> Tuple[List[str], Dict[str, Any], L
                   marker="o", capsize=3, label=f"ours ({FLAGS.protocol} protocol)")
   for result in results.values():
     for reference in result["compared_with"]:
-      axes.plot([_levels(result["flags"])], [reference["published"]["hr_at_20"]], "r*",
+      axes.plot([_levels(result["variant"], result["flags"])],
+                [reference["published"]["hr_at_20"]], "r*",
                 markersize=12, label=f"{reference['label']} ({result['label']})")
   axes.set(xlabel="L (intent levels)", ylabel="HR@20 (%)", title=spec["title"].split(":")[0],
-           xticks=[_levels(r.flags) for r in spec["rows"]])
+           xticks=[_levels(r.variant, r.flags) for r in spec["rows"]])
   axes.legend()
   figure.tight_layout()
   figure.savefig(png_path)
@@ -531,6 +537,11 @@ def _gigabytes(size: Optional[int]) -> str:
   return "—" if size is None else f"{size / 1e9:.2f}"
 
 
+def _load(load_average: Optional[float]) -> str:
+  """The highest 1-minute load average at a run's epoch ends (2 cores: ~2 means it ran alone)."""
+  return "—" if load_average is None else f"{load_average:.1f}"
+
+
 def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
            environment: Dict[str, Any], passthrough: Sequence[str], extra_lines: Sequence[str],
            note_lines: Sequence[str]) -> str:
@@ -595,8 +606,9 @@ def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
               for result in results.values()]
   lines += ["", "## Runs", "",
             "| row | run folder | seed | variant | flags | epochs trained | selected epoch "
-            "| train s | wall s (last invocation) | examples/s | peak RSS GB (last invocation) |",
-            "|---|" + "---|" * 10]
+            "| train s | wall s (last invocation) | examples/s | peak RSS GB (last invocation) "
+            "| load |",
+            "|---|" + "---|" * 11]
   for result in results.values():
     row_flags = " ".join(f"--{key}={value}" for key, value in result["flags"].items()) or "—"
     for run in result["runs"]:
@@ -608,10 +620,11 @@ def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
               f"| {result['label']} | {shown['folder']} | {run['seed']} | {result['variant']} "
               f"| {shown_flags} | {shown['epochs_trained']} | {shown['selected_epoch']} "
               f"| {shown['train_seconds']:.0f} | {shown['wall_seconds']:.0f} "
-              f"| {shown['examples_per_second']:.0f} | {_gigabytes(shown['peak_rss_bytes'])} |")
+              f"| {shown['examples_per_second']:.0f} | {_gigabytes(shown['peak_rss_bytes'])} "
+              f"| {_load(shown.get('load_average_max'))} |")
     if not result["runs"]:
       lines.append(f"| {result['label']} | {result['name']}{_suffix()} | — | {result['variant']} "
-                   f"| {row_flags} | {result['status']} | — | — | — | — | — |")
+                   f"| {row_flags} | {result['status']} | — | — | — | — | — | — |")
   if extra_lines:
     lines += ["", *extra_lines]
   lines += ["", "## Notes", ""] + [f"- {note}" for note in note_lines]

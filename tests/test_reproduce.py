@@ -90,9 +90,9 @@ def test_rerun_skips_finished_rows_and_reruns_a_removed_one(folders, table_2):
 
 
 def test_fig5_draws_a_png_and_shares_the_l3_run(folders, table_2):
-  result = reproduce(folders, "--table=fig5", "--rows=gowalla-attenmixer-num_levels1")
+  result = reproduce(folders, "--table=fig5", "--rows=gowalla-attenmixer_m")
   assert "skipped gowalla-attenmixer-on-synthetic" not in result.stderr  # Not selected.
-  assert "running gowalla-attenmixer-num_levels1-on-synthetic" in result.stderr
+  assert "running gowalla-attenmixer_m-on-synthetic" in result.stderr  # L = 1: Table 4's -M.
   markdown, table, stem = output_of(folders, "fig5")
   assert open(f"{stem}.png", "rb").read(8) == PNG_SIGNATURE
   statuses = {row["label"]: row["status"] for row in table["rows"]}
@@ -139,6 +139,10 @@ def test_options_table_compares_validation_with_the_default_row(folders, table_2
   assert float(verdict.group(1)) == pytest.approx(
       valid["gowalla-attenmixer-table_dropout0.0"] - valid["gowalla-attenmixer"], abs=0.006)
   assert trained["runs"][0]["peak_rss_bytes"] > 100e6  # TensorFlow alone needs more.
+  # The machine's load when each epoch's training ended, beside the speeds it qualifies.
+  assert trained["runs"][0]["load_average_max"] >= 0
+  assert re.search(r"\(examples/s of the two runs; machine load at their epochs' ends "
+                   r"\d+\.\d and \d+\.\d\)", markdown), markdown
 
 
 def test_metrics_by_length_on_a_handmade_example():

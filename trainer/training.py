@@ -54,6 +54,10 @@ class EpochRecord:
   eval_seconds: float
   valid: Optional[Dict[str, float]]
   test: Optional[Dict[str, float]] = None
+  # The machine's 1-minute load average when the epoch's training ended: about the trainer's
+  # own thread count when it ran alone, more when other work shared the cores (its speed then
+  # says less about the code).
+  load_average: Optional[float] = None
 
   @property
   def examples_per_second(self) -> float:
@@ -339,6 +343,7 @@ class Trainer:
       train_loss = (self._train_epoch(epoch, start_step)
                     if start_step < self.steps_per_epoch else float("nan"))
       train_seconds = time.perf_counter() - started
+      load_average = os.getloadavg()[0]
       # Training of this epoch is complete: a crash during evaluation does not repeat it.
       self.step_in_epoch.assign(self.steps_per_epoch)
       self._save()
@@ -350,7 +355,8 @@ class Trainer:
       record = EpochRecord(epoch=epoch + 1, train_loss=train_loss, learning_rate=learning_rate,
                            train_seconds=train_seconds,
                            train_examples=(self.steps_per_epoch - start_step) * cfg.batch_size,
-                           eval_seconds=time.perf_counter() - started, valid=valid, test=test)
+                           eval_seconds=time.perf_counter() - started, valid=valid, test=test,
+                           load_average=load_average)
       history = self.history + [record]
       if self._best_epoch(history) == record.epoch:
         save_checkpoint(self.best_manager, record.epoch)
@@ -417,6 +423,8 @@ class Trainer:
         "train_seconds": sum(r.train_seconds for r in history),
         "examples_per_second": (sum(r.train_examples for r in history) /
                                 max(sum(r.train_seconds for r in history), 1e-9)),
+        "load_average_max": max((r.load_average for r in history
+                                 if r.load_average is not None), default=None),
     }
     if all(r.test for r in history):
       result["authors_protocol"] = {
