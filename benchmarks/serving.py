@@ -111,8 +111,10 @@ def in_process(saved_model_dir: str, batches: Dict[int, List[np.ndarray]],
 
 
 def brute_force_floor(num_items: int, dim: int, batch_sizes: List[int],
-                      seconds: float) -> Dict[int, float]:
-  """p50 ms of exact top-20 over an `[num_items, dim]` float32 table, nothing else.
+                      seconds: float) -> Dict[int, Dict[str, float]]:
+  """p50 ms of exact top-20 over a `num_items x dim` float32 table, nothing else: per batch
+  size, the fastest (`floor`) and the fastest with each layout of the table (`n_by_d`,
+  `d_by_n`), all timed in this process.
 
   The unavoidable work of a brute-force query: one `[batch, dim] x [dim, N]` product (for small
   batches, reading the whole table from memory) and a top-k over N scores; the fastest of
@@ -122,12 +124,14 @@ def brute_force_floor(num_items: int, dim: int, batch_sizes: List[int],
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   table = tf.Variable(tf.math.l2_normalize(tf.random.normal([num_items, dim]), axis=-1))
   transposed = tf.Variable(tf.transpose(table))
-  products = (lambda q: tf.matmul(q, table, transpose_b=True), lambda q: tf.matmul(q, transposed))
+  products = {"n_by_d": lambda q: tf.matmul(q, table, transpose_b=True),
+              "d_by_n": lambda q: tf.matmul(q, transposed)}
   floors = {}
   for batch_size in batch_sizes:
     queries = tf.math.l2_normalize(tf.random.normal([batch_size, dim]), axis=-1)
-    medians = []
-    for jit_compile, product in itertools.product((False, True), products):
+    medians = {layout: [] for layout in products}
+    for jit_compile, layout in itertools.product((False, True), products):
+      product = products[layout]
       search = tf.function(lambda q, product=product: tf.math.top_k(product(q), 20).indices,
                            jit_compile=jit_compile)
       search(queries).numpy()
@@ -137,8 +141,9 @@ def brute_force_floor(num_items: int, dim: int, batch_sizes: List[int],
         started = time.perf_counter()
         search(queries).numpy()
         latencies.append(time.perf_counter() - started)
-      medians.append(percentile_ms(latencies, 50))
-    floors[batch_size] = min(medians)
+      medians[layout].append(percentile_ms(latencies, 50))
+    fastest = {layout: min(times) for layout, times in medians.items()}
+    floors[batch_size] = {"floor": min(fastest.values()), **fastest}
   return floors
 
 
@@ -282,12 +287,15 @@ def benchmark_index(index: str, saved_model_dir: str, batches: Dict[int, List[np
   return rows
 
 
-def add_floor(rows: List[Dict[str, Any]], floors: Dict[int, float]) -> None:
-  """Adds each row's brute-force floor and the in-process latency's ratio to it."""
+def add_floor(rows: List[Dict[str, Any]], floors: Dict[int, Dict[str, float]]) -> None:
+  """Adds each row's brute-force floor, the in-process latency's ratio to it, and the exact
+  search's time with the table `[N, dim]` (TFRS's layout) and `[dim, N]` (`topk.BruteForce`'s)."""
   for row in rows:
     floor = floors[row["batch_size"]]
-    row["brute_force_floor_p50_ms"] = floor
-    row["in_process_over_floor"] = row["in_process_p50_ms"] / floor
+    row["brute_force_floor_p50_ms"] = floor["floor"]
+    row["in_process_over_floor"] = row["in_process_p50_ms"] / floor["floor"]
+    row["exact_search_n_by_d_p50_ms"] = floor["n_by_d"]
+    row["exact_search_d_by_n_p50_ms"] = floor["d_by_n"]
 
 
 def environment_lines(env: Dict[str, Any], load_average_start: float) -> List[str]:

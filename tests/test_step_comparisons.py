@@ -101,3 +101,14 @@ def test_benchmarks_md_states_each_target_and_where_a_missed_one_spends_its_time
   assert "8 / 800 requests/s = 10.0 ms" in eight[2]
   assert rows["gRPC, batch 1: >= 1,000 requests/s"][0].startswith("800 requests/s")
   assert run_all.targets({}) == []
+
+
+def test_serving_floor_times_both_table_layouts_and_keeps_the_fastest():
+  from benchmarks import serving  # pylint: disable=g-import-not-at-top
+  floors = serving.brute_force_floor(num_items=500, dim=16, batch_sizes=[1, 4], seconds=0.01)
+  for floor in floors.values():
+    assert floor["floor"] == min(floor["n_by_d"], floor["d_by_n"]) > 0
+  rows = [{"batch_size": 4, "in_process_p50_ms": 2 * floors[4]["floor"]}]
+  serving.add_floor(rows, floors)
+  assert rows[0]["in_process_over_floor"] == 2.0
+  assert rows[0]["exact_search_d_by_n_p50_ms"] == floors[4]["d_by_n"]
