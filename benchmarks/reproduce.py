@@ -137,7 +137,11 @@ TABLES: Dict[str, Dict[str, Any]] = {
         metrics=TOP_20,
         rows=tuple(row("gowalla", variant, label) for variant, label in ABLATIONS.items()) +
         (GOWALLA_ATTENMIXER,),
-        higher=tuple(("gowalla-attenmixer", f"gowalla-{variant}") for variant in ABLATIONS)),
+        higher=tuple(("gowalla-attenmixer", f"gowalla-{variant}") for variant in ABLATIONS),
+        caption="The paper's ablation gaps (1.8 to 4.9 points of HR@20 below the full model) are "
+                "measured after its full training. One epoch (the short protocol) need not "
+                "separate them: an ablation that is not below the full model here is evidence "
+                "about the first epoch only, and the full protocol decides."),
     "fig5": dict(
         title="Figure 5: HR@20 against the number of intent levels L (Gowalla)",
         metrics=TOP_20,

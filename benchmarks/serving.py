@@ -112,14 +112,13 @@ def in_process(saved_model_dir: str, batches: Dict[int, List[np.ndarray]],
 
 def brute_force_floor(num_items: int, dim: int, batch_sizes: List[int],
                       seconds: float) -> Dict[int, Dict[str, float]]:
-  """p50 ms of exact top-20 over a `num_items x dim` float32 table, nothing else: per batch
-  size, the fastest (`floor`) and the fastest with each layout of the table (`n_by_d`,
-  `d_by_n`), all timed in this process.
+  """p50 ms of exact top-20 over a `num_items x dim` float32 table, nothing else.
 
   The unavoidable work of a brute-force query: one `[batch, dim] x [dim, N]` product (for small
-  batches, reading the whole table from memory) and a top-k over N scores; the fastest of
-  TensorFlow's native kernels and XLA, each with the table stored `[N, dim]` (multiplied with
-  `transpose_b`) and `[dim, N]` (`topk.BruteForce`'s layout).
+  batches, reading the whole table from memory) and a top-k over N scores. Timed natively and
+  under XLA, with the table stored `[N, dim]` (TFRS's layout, multiplied with `transpose_b`) and
+  `[dim, N]` (`topk.BruteForce`'s); per batch size: the fastest of each layout (`n_by_d`,
+  `d_by_n`) and of all four (`floor`).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   table = tf.Variable(tf.math.l2_normalize(tf.random.normal([num_items, dim]), axis=-1))
