@@ -111,20 +111,17 @@ class BruteForce(tfrs.layers.factorized_top_k.BruteForce):
     if identifiers.shape[0] != candidates.shape[0]:
       raise ValueError(f"The candidates and identifiers tensors must have the same number of "
                        f"rows (got {candidates.shape[0]} and {identifiers.shape[0]}).")
-    self._identifiers = self.add_weight(
-        name="identifiers", dtype=identifiers.dtype, shape=identifiers.shape,
-        initializer=tf.keras.initializers.Constant(tf.zeros((), identifiers.dtype)),
-        trainable=False)
-    # The variable starts from the transposed tensor itself: no zero-filled table assigned
-    # after, and no block-wise slice assignment (which switches the variable to copying its
-    # whole table on every read).
-    transposed = tf.transpose(candidates)
-    self._candidates = self.add_weight(
-        name="candidates_transposed", dtype=candidates.dtype, shape=transposed.shape,
-        initializer=lambda shape, dtype=None, **kwargs: transposed, trainable=False)
-    self._identifiers.assign(identifiers)
+    # Each variable starts from its tensor itself: no zero-filled table assigned after, and no
+    # block-wise slice assignment (which switches a variable to copying its whole table on
+    # every read).
+    self._identifiers = self._constant("identifiers", identifiers)
+    self._candidates = self._constant("candidates_transposed", tf.transpose(candidates))
     self._reset_tf_function_cache()
     return self
+
+  def _constant(self, name: str, value: tf.Tensor) -> tf.Variable:
+    return self.add_weight(name=name, dtype=value.dtype, shape=value.shape, trainable=False,
+                           initializer=lambda shape, dtype=None, **kwargs: value)
 
   def _compute_score(self, queries: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
     """Scores [batch, N] of queries [batch, dim] against the transposed table [dim, N]."""
