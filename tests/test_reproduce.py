@@ -99,7 +99,9 @@ def test_fig5_draws_a_png_and_shares_the_l3_run(folders, table_2):
   assert statuses["L = 1"] == statuses["L = 3"] == "finished"  # L = 3: Table 2's run.
   assert statuses["L = 7"] == "not run"
   assert re.search(r"^\| L = 3 \| HR@20 \| [\d.]+ \| [\d.]+ \| 55\.12 \| paper \|", markdown, re.M)
-  assert "Best L on our runs" in markdown
+  for split in ("validation", "test"):
+    assert re.search(rf"Best L on {split} HR@20: [13] \(\d+\.\d\d; the 2 values", markdown)
+  assert re.search(r"^\| L = 1 \| \d+\.\d\d \| \d+\.\d\d \|$", markdown, re.M)  # Validation.
 
 
 def test_fig7_evaluates_both_runs_by_session_length(folders, table_2):
