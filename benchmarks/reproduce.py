@@ -168,6 +168,10 @@ TABLES: Dict[str, Dict[str, Any]] = {
                   attention_scoring="sigmoid_softmax"),
               row("gowalla", "attenmixer_code", "the authors' code's readout (L = 7, concat, "
                   "reshaped heads, sigmoid-softmax, its normalisations)"),
+              row("gowalla", "attenmixer", "Keras -> the code's uniform initialisation",
+                  initialization="uniform"),
+              row("gowalla", "attenmixer", "item states renormalised after dropout (the code)",
+                  normalize_after_dropout=True),
               row("gowalla", "attenmixer", "shuffled training order (the default until "
                   "2026-12-01)", train_order="shuffled"),
               row("gowalla", "attenmixer", "no table dropout (faster step)", table_dropout=0.0),

@@ -255,3 +255,20 @@ def test_dropout_only_in_training():
   items = np.array([[1, 2, 3]], np.int32)
   np.testing.assert_array_equal(encoder(items).numpy(), encoder(items, training=False).numpy())
   assert (encoder(items, training=True).numpy() == 0).sum() > 0
+
+
+def test_normalize_after_dropout_keeps_training_states_unit():
+  items = np.array([[0, 1, 2, 3]], np.int32)
+  plain, renormalized = (tam.EmbeddingEncoder(NUM_ITEMS, embedding_dim=DIM, dropout=0.5,
+                                              normalize_after_dropout=again)
+                         for again in (False, True))
+  plain.build(None)
+  renormalized.build(None)
+  renormalized.item_table.assign(plain.item_table)
+  norms = np.linalg.norm(renormalized(items, training=True).numpy()[0], axis=-1)
+  np.testing.assert_allclose(norms, [0, 1, 1, 1], rtol=1e-5)  # Padding stays zero.
+  assert abs(np.linalg.norm(plain(items, training=True).numpy()[0, 1:], axis=-1) - 1).max() > 0.05
+  np.testing.assert_allclose(renormalized(items, training=False).numpy(),
+                             plain(items, training=False).numpy(), rtol=1e-6)
+  assert renormalized.get_config()["normalize_after_dropout"]
+

@@ -149,6 +149,23 @@ def test_table_dropout_only_in_training():
   assert model.compute_loss(data, training=True) != model.compute_loss(data, training=True)
 
 
+def test_uniform_initialization_redraws_every_weight_per_seed():
+  bound = 1 / np.sqrt(SMALL["embedding_dim"])
+  def weights(initialization, seed):
+    model = make_model(initialization=initialization)
+    model.create_weights(max_length=6, seed=seed)
+    return {v.name: v.numpy() for v in model.trainable_variables}
+  keras, uniform = weights("keras", 0), weights("uniform", 0)
+  assert keras.keys() == uniform.keys()
+  for path, value in uniform.items():
+    assert np.abs(value).max() <= bound and value.std() > bound / 4, path  # Biases included.
+  scales = [path for path in keras if "layer_norm" in path and "gamma" in path]
+  assert scales and all((keras[path] == 1).all() for path in scales)
+  again, other = weights("uniform", 0), weights("uniform", 1)
+  assert all((again[path] == uniform[path]).all() for path in uniform)
+  assert all((other[path] != uniform[path]).any() for path in uniform)
+
+
 @pytest.mark.parametrize("in_batch, uniform", [(True, 0), (False, 7), (True, 7)])
 def test_sampled_softmax_matches_numpy(in_batch, uniform):
   rng = np.random.default_rng(4)
@@ -332,6 +349,20 @@ _MIRRORED = textwrap.dedent("""
     # Each replica returns its share of the global mean; Keras sums the shares.
     np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5)
     assert 0 < want["hr_at_20"] < 1, want
+    def uniform_model():
+      config = tam.ModelConfig(embedding_dim=D, num_heads=3, initialization="uniform")
+      model = tam.SessionRetrievalModel(config, N)
+      model.create_weights(max_length=6, seed=5)
+      return model
+
+    alone = uniform_model()
+    with strategy.scope():
+      replicated = uniform_model()
+    for variable, mirrored_variable in zip(alone.trainable_variables,
+                                           replicated.trainable_variables):
+      assert len(mirrored_variable.values) == 2
+      for component in mirrored_variable.values:  # Both replicas draw the one-device values.
+        np.testing.assert_array_equal(component.numpy(), variable.numpy())
     print("MIRRORED_OK")
 """)
 

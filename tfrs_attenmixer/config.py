@@ -20,6 +20,7 @@ HEAD_SPLITS = ("transpose", "reshape")
 ATTENTION_SCORINGS = ("softmax", "sigmoid_softmax")
 POOLINGS = ("lp", "mean", "max")
 POOLED_NORMALIZATIONS = ("sum", "softmax")
+INITIALIZATIONS = ("keras", "uniform")
 LOSSES = ("full_softmax", "sampled_softmax")
 
 
@@ -35,6 +36,8 @@ class ModelConfig:
     gnn_steps: propagation steps of the graph encoders.
     normalize: L2-normalise item states, the session vector and the candidate table (NISER). Off
       only for the original, unnormalised SR-GNN baseline.
+    normalize_after_dropout: L2-normalise the item states again after their dropout in training
+      (the authors' code), so that they are unit vectors in training as in evaluation.
 
   Readout (the session summary `s`, see `readouts.py` and `attenmixer.py`):
     readout: "attenmixer", "last_item", "mean" or "srgnn_attention".
@@ -60,6 +63,11 @@ class ModelConfig:
     attention_dropout: dropout rate on the pooled attention map during training.
     layer_norm: LayerNorm (epsilon 1e-8) on the concatenated heads, as in the code.
 
+  Initialisation:
+    initialization: "keras" (each layer's own initialisers: Glorot kernels, zero biases, unit
+      LayerNorm scales) or "uniform" (every trainable weight, biases and LayerNorm parameters
+      included, drawn from U(-1/sqrt(d), 1/sqrt(d)), as the authors' and SR-GNN's code do).
+
   Scoring and loss:
     scale: sigma, the fixed scale of the cosine scores (16; the code's GNN variants use 12).
     table_dropout: dropout rate on the normalised item table used for scoring in training (code).
@@ -75,6 +83,7 @@ class ModelConfig:
   dropout: float = 0.1
   gnn_steps: int = 1
   normalize: bool = True
+  normalize_after_dropout: bool = False
 
   readout: str = "attenmixer"
   num_levels: int = 3
@@ -90,6 +99,8 @@ class ModelConfig:
   normalize_queries_over_levels: bool = False
   attention_dropout: float = 0.1
   layer_norm: bool = True
+
+  initialization: str = "keras"
 
   scale: float = 16.0
   table_dropout: float = 0.1
@@ -107,6 +118,7 @@ class ModelConfig:
         "attention_scoring": ATTENTION_SCORINGS,
         "pooling": POOLINGS,
         "pooled_normalization": POOLED_NORMALIZATIONS,
+        "initialization": INITIALIZATIONS,
         "loss": LOSSES,
     }
     for name, allowed in choices.items():

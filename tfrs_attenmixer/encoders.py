@@ -33,6 +33,7 @@ class ItemEncoder(tf.keras.layers.Layer):
                embedding_dim: int = ModelConfig.embedding_dim,
                dropout: float = ModelConfig.dropout,
                normalize: bool = ModelConfig.normalize,
+               normalize_after_dropout: bool = ModelConfig.normalize_after_dropout,
                **kwargs):
     """Initialises the encoder.
 
@@ -41,6 +42,8 @@ class ItemEncoder(tf.keras.layers.Layer):
       embedding_dim: d, the size of the embeddings and of the output states.
       dropout: dropout rate on the embedded items in training.
       normalize: L2-normalise the embeddings and the output states.
+      normalize_after_dropout: with `normalize`, L2-normalise the embeddings again after their
+        dropout (the authors' code), so that they are unit vectors in training too.
       **kwargs: base layer arguments.
     """
     super().__init__(**kwargs)
@@ -48,6 +51,7 @@ class ItemEncoder(tf.keras.layers.Layer):
     self.embedding_dim = embedding_dim
     self.dropout = dropout
     self.normalize = normalize
+    self.normalize_after_dropout = normalize_after_dropout
     self.supports_masking = True
     self.state_dropout = tf.keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
@@ -72,7 +76,10 @@ class ItemEncoder(tf.keras.layers.Layer):
     embeddings = tf.gather(self._item_table, items)
     if self.normalize:
       embeddings = tf.math.l2_normalize(embeddings, axis=-1)
-    return self.state_dropout(embeddings, training=training)
+    embeddings = self.state_dropout(embeddings, training=training)
+    if self.normalize and self.normalize_after_dropout:  # A no-op on unit vectors (evaluation).
+      embeddings = tf.math.l2_normalize(embeddings, axis=-1)
+    return embeddings
 
   def call(self, items: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
     """[batch, length] int ids -> [batch, length, dim], zeros at padding."""
@@ -90,6 +97,7 @@ class ItemEncoder(tf.keras.layers.Layer):
         "embedding_dim": self.embedding_dim,
         "dropout": self.dropout,
         "normalize": self.normalize,
+        "normalize_after_dropout": self.normalize_after_dropout,
     }
 
 

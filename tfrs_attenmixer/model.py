@@ -9,6 +9,7 @@ A batch is `{"items": int [batch, length] (0 = padding, either side), "target": 
 1..N}`. Score matrices have N columns, column j for item j + 1, so padding is never ranked.
 """
 
+import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import tensorflow as tf
@@ -31,7 +32,8 @@ _ENCODERS = {
 def build_encoder(config: ModelConfig, num_items: int, **kwargs) -> encoders.ItemEncoder:
   """The item encoder named by `config.encoder`; `kwargs` go to the layer (name, dtype)."""
   kwargs.update(embedding_dim=config.embedding_dim, dropout=config.dropout,
-                normalize=config.normalize)
+                normalize=config.normalize,
+                normalize_after_dropout=config.normalize_after_dropout)
   if config.encoder != "embedding":
     kwargs["steps"] = config.gnn_steps
   return _ENCODERS[config.encoder](num_items, **kwargs)
@@ -137,6 +139,22 @@ class SessionRetrievalModel(tfrs.Model):
           num_items, config.scale, in_batch_negatives=config.in_batch_negatives,
           num_uniform_negatives=config.num_uniform_negatives, item_counts=item_counts)
     self.ranking_metrics = metrics_lib.ranking_metrics()
+
+  def create_weights(self, max_length: int, seed: int = 0) -> None:
+    """Creates every weight and initialises it as `config.initialization` says.
+
+    The weights are created by one call of the query tower on a zero batch [1, max_length].
+    "uniform" then redraws each trainable weight from U(-1/sqrt(d), 1/sqrt(d)), biases and
+    LayerNorm parameters included (the `reset_parameters` of the authors' and SR-GNN's code),
+    from stateless draws of `seed`: every replica and worker gets the same values.
+    """
+    self.query_tower(tf.zeros([1, max_length], tf.int32))
+    if self.config.initialization == "uniform":
+      bound = 1.0 / math.sqrt(self.config.embedding_dim)
+      for index, variable in enumerate(self.trainable_variables):
+        variable.assign(tf.random.stateless_uniform(
+            variable.shape, seed=[seed, index], minval=-bound, maxval=bound,
+            dtype=variable.dtype))
 
   @property
   def encoder(self) -> encoders.ItemEncoder:

@@ -109,7 +109,7 @@ def load_trained_model(run_dir: str):
   config = ExperimentConfig.from_dict(record["experiment"])
   prepared = PreparedDataset.load(record["prepared_dir"], verify=False)
   model = SessionRetrievalModel(config.model, prepared.num_items)
-  model.query_tower(tf.zeros([1, config.train.max_length], tf.int32))
+  model.create_weights(config.train.max_length)  # restored below
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, BEST_DIR))
   if not latest:
     raise RunDirError(f"{run_dir}/{BEST_DIR} holds no checkpoint: the run has not finished an "

@@ -158,7 +158,7 @@ class Trainer:
       tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     with self.strategy.scope():
       self.model = SessionRetrievalModel(self.config.model, self.prepared.num_items)
-      self.model.query_tower(tf.zeros([1, cfg.max_length], tf.int32))  # create the weights
+      self.model.create_weights(cfg.max_length, cfg.seed)
       self.schedule = tf.keras.optimizers.schedules.ExponentialDecay(
           cfg.learning_rate, decay_steps=cfg.lr_decay_epochs * self.steps_per_epoch,
           decay_rate=cfg.lr_decay, staircase=True)
