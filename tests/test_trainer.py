@@ -237,6 +237,20 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(point)], check=False)
 
 
+def test_a_folder_written_before_an_option_existed_resumes(tmp_path):
+  from trainer import run_dir as run_dir_lib  # pylint: disable=import-outside-toplevel
+  from trainer.config import build_config  # pylint: disable=import-outside-toplevel
+  record = {"experiment": build_config("gowalla").to_dict(), "dataset": "gowalla"}
+  older = json.loads(json.dumps(record))
+  del older["experiment"]["model"]["initialization"]  # Written before the option existed.
+  run_dir_lib.write_json(os.path.join(tmp_path, run_dir_lib.CONFIG_FILE), older)
+  run_dir_lib.claim(str(tmp_path), record)  # At its default value: the same run.
+  changed = json.loads(json.dumps(record))
+  changed["experiment"]["model"]["initialization"] = "uniform"
+  with pytest.raises(run_dir_lib.RunDirError, match="another configuration"):
+    run_dir_lib.claim(str(tmp_path), changed)
+
+
 def test_read_only_run_folder_fails_before_training(tmp_path, prepared_dir, tmpfs):
   read_only = tmpfs("ro", "1m", read_only=True)
   started = time.time()

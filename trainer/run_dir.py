@@ -82,10 +82,15 @@ def read_config(run_dir: str) -> Dict[str, Any]:
 
 def claim(run_dir: str, record: Dict[str, Any]) -> None:
   """Writes `config.json`, or checks that an existing one describes the same run (resumption)."""
+  from trainer.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
   path = os.path.join(run_dir, CONFIG_FILE)
   if os.path.isfile(path):
     existing = read_config(run_dir)
-    if existing["experiment"] != record["experiment"] or existing["dataset"] != record["dataset"]:
+    # Compared as configurations: an option added since the folder was written, at its default
+    # value, describes the same run.
+    same = (ExperimentConfig.from_dict(existing["experiment"]) ==
+            ExperimentConfig.from_dict(record["experiment"]))
+    if not same or existing["dataset"] != record["dataset"]:
       raise RunDirError(
           f"{run_dir} holds a run with another configuration ({path}); resume it with the same "
           "flags, or pass another --run_dir")
