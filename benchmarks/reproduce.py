@@ -388,7 +388,10 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
       if ours_high["mean"] < ours_low["mean"]:
         lines.append(f"Disagrees with the paper: {results[high]['label']} {NAMES[metric]} "
                      f"{ours_high['mean']:.2f} < {results[low]['label']} {ours_low['mean']:.2f} "
-                     "(the paper has it higher).")
+                     "(the paper has it higher)" +
+                     _against_seed_spread(ours_low["mean"] - ours_high["mean"],
+                                          [(results[name]["label"], results[name]["honest"][metric])
+                                           for name in (high, low)]) + ".")
   if spec.get("higher"):
     lines.append(f"{checked - len(lines)} of {checked} directions checked agree with the paper "
                  "(rows without finished runs are not checked).")
@@ -404,6 +407,19 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
         lines.append(f"Target {verdict}: {ours['label']} {NAMES[metric]} is {difference:+.2f} "
                      f"from {label} (target: {least:+.2f} or more).")
   return lines
+
+
+def _against_seed_spread(gap: float, rows: Sequence[Tuple[str, Dict[str, float]]]) -> str:
+  """", by G: below (or above) the standard deviation over seeds of <row> (S, n seeds)", from
+  the row of the largest standard deviation among `rows` (label, mean_std) with several seeds;
+  ", by G" when none has."""
+  seeded = [(label, summary) for label, summary in rows if summary["n"] > 1]
+  if not seeded:
+    return f", by {gap:.2f}"
+  label, summary = max(seeded, key=lambda item: item[1]["std"])
+  side = "below" if gap < summary["std"] else "above"
+  return (f", by {gap:.2f}: {side} the standard deviation over seeds of {label} "
+          f"({summary['std']:.2f}, {summary['n']} seeds)")
 
 
 def against_baseline(results: Dict[str, Dict[str, Any]], baseline: str,

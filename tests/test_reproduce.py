@@ -281,3 +281,21 @@ def test_full_protocol_refits_each_row_and_reports_the_refit(tmp_path):
   assert "| selected epoch |" in markdown and "(refit: --train_on_valid" in markdown
   copies = folders["results"] / "reproduction" / "full"
   assert (copies / (run["folder"] + "-refit") / "metrics.json").is_file()
+
+
+def test_a_disagreement_is_measured_against_the_seed_spread():
+  from benchmarks import reproduce as runner  # pylint: disable=g-import-not-at-top
+  def row(label, *values):
+    return {"label": label, "honest": {"hr_at_20": runner.mean_std(values),
+                                       "mrr_at_20": runner.mean_std(values)}}
+  spec = {"metrics": ("hr_at_20",), "higher": (("full", "ablation"),)}
+  seeded = {"full": row("Full", 45.9, 46.1), "ablation": row("Ablation", 46.05)}
+  (line, summary) = runner.notes(spec, seeded)
+  assert line == ("Disagrees with the paper: Full HR@20 46.00 < Ablation 46.05 (the paper has it "
+                  "higher), by 0.05: below the standard deviation over seeds of Full (0.14, 2 "
+                  "seeds).")
+  assert summary.startswith("0 of 1 directions checked agree")
+  far = {"full": row("Full", 45.9, 46.1), "ablation": row("Ablation", 47.0)}
+  assert "by 1.00: above the standard deviation" in runner.notes(spec, far)[0]
+  single = {"full": row("Full", 45.9), "ablation": row("Ablation", 46.0)}
+  assert runner.notes(spec, single)[0].endswith("(the paper has it higher), by 0.10.")
