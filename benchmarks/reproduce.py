@@ -172,6 +172,8 @@ TABLES: Dict[str, Dict[str, Any]] = {
                   initialization="uniform"),
               row("gowalla", "attenmixer", "item states renormalised after dropout (the code)",
                   normalize_after_dropout=True),
+              row("gowalla", "attenmixer", "scale sigma 16 -> 12 (the code's GNN variants)",
+                  scale=12.0),
               row("gowalla", "attenmixer", "shuffled training order (the default until "
                   "2026-12-01)", train_order="shuffled"),
               row("gowalla", "attenmixer", "no table dropout (faster step)", table_dropout=0.0),
