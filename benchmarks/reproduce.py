@@ -389,23 +389,28 @@ def _run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
 def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]:
   """Computed notes: directions of the paper our rows disagree with, targets met or missed."""
   lines = []
-  checked = 0
+  checked = within_spread = 0
   for high, low in spec.get("higher", ()):
     for metric in spec["metrics"]:
       ours_high, ours_low = results[high]["honest"][metric], results[low]["honest"][metric]
       if ours_high is None or ours_low is None:
         continue
       checked += 1
-      if ours_high["mean"] < ours_low["mean"]:
+      gap = ours_high["mean"] - ours_low["mean"]
+      spread = _seed_spread([(results[name]["label"], results[name]["honest"][metric])
+                             for name in (high, low)])
+      within_spread += bool(spread) and abs(gap) < spread[1]["std"]
+      if gap < 0:
         lines.append(f"Disagrees with the paper: {results[high]['label']} {NAMES[metric]} "
                      f"{ours_high['mean']:.2f} < {results[low]['label']} {ours_low['mean']:.2f} "
-                     "(the paper has it higher)" +
-                     _against_seed_spread(ours_low["mean"] - ours_high["mean"],
-                                          [(results[name]["label"], results[name]["honest"][metric])
-                                           for name in (high, low)]) + ".")
+                     f"(the paper has it higher), by {-gap:.2f}" + _spread_text(-gap, spread) + ".")
   if spec.get("higher"):
-    lines.append(f"{checked - len(lines)} of {checked} directions checked agree with the paper "
+    disagreements = len(lines)
+    lines.append(f"{checked - disagreements} of {checked} directions checked agree with the paper "
                  "(rows without finished runs are not checked).")
+    if within_spread:
+      lines.append(f"{within_spread} of the {checked} differences are smaller than the standard "
+                   "deviation over seeds of one of their two rows: evidence of neither direction.")
   if spec.get("baseline"):
     lines += against_baseline(results, spec["baseline"], spec["metrics"])
   for name, label, least in spec.get("targets", ()):
@@ -420,16 +425,20 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
   return lines
 
 
-def _against_seed_spread(gap: float, rows: Sequence[Tuple[str, Dict[str, float]]]) -> str:
-  """", by G: below (or above) the standard deviation over seeds of <row> (S, n seeds)", from
-  the row of the largest standard deviation among `rows` (label, mean_std) with several seeds;
-  ", by G" when none has."""
+def _seed_spread(rows: Sequence[Tuple[str, Dict[str, float]]]
+                 ) -> Optional[Tuple[str, Dict[str, float]]]:
+  """The (label, mean_std) of largest standard deviation among `rows` with several seeds."""
   seeded = [(label, summary) for label, summary in rows if summary["n"] > 1]
-  if not seeded:
-    return f", by {gap:.2f}"
-  label, summary = max(seeded, key=lambda item: item[1]["std"])
+  return max(seeded, key=lambda item: item[1]["std"]) if seeded else None
+
+
+def _spread_text(gap: float, spread: Optional[Tuple[str, Dict[str, float]]]) -> str:
+  """": below (or above) the standard deviation over seeds of <row> (S, n seeds)", or ""."""
+  if not spread:
+    return ""
+  label, summary = spread
   side = "below" if gap < summary["std"] else "above"
-  return (f", by {gap:.2f}: {side} the standard deviation over seeds of {label} "
+  return (f": {side} the standard deviation over seeds of {label} "
           f"({summary['std']:.2f}, {summary['n']} seeds)")
 
 

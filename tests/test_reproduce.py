@@ -290,12 +290,18 @@ def test_a_disagreement_is_measured_against_the_seed_spread():
                                        "mrr_at_20": runner.mean_std(values)}}
   spec = {"metrics": ("hr_at_20",), "higher": (("full", "ablation"),)}
   seeded = {"full": row("Full", 45.9, 46.1), "ablation": row("Ablation", 46.05)}
-  (line, summary) = runner.notes(spec, seeded)
+  (line, summary, within) = runner.notes(spec, seeded)
   assert line == ("Disagrees with the paper: Full HR@20 46.00 < Ablation 46.05 (the paper has it "
                   "higher), by 0.05: below the standard deviation over seeds of Full (0.14, 2 "
                   "seeds).")
   assert summary.startswith("0 of 1 directions checked agree")
+  assert within.startswith("1 of the 1 differences are smaller than the standard deviation")
+  agrees = {"full": row("Full", 45.9, 46.1), "ablation": row("Ablation", 45.95)}
+  assert runner.notes(spec, agrees)[0].startswith("1 of 1 directions checked agree")
+  assert runner.notes(spec, agrees)[1].startswith("1 of the 1 differences are smaller")
   far = {"full": row("Full", 45.9, 46.1), "ablation": row("Ablation", 47.0)}
+  assert len(runner.notes(spec, far)) == 2  # No difference within the spread.
   assert "by 1.00: above the standard deviation" in runner.notes(spec, far)[0]
   single = {"full": row("Full", 45.9), "ablation": row("Ablation", 46.0)}
   assert runner.notes(spec, single)[0].endswith("(the paper has it higher), by 0.10.")
+  assert len(runner.notes(spec, single)) == 2
