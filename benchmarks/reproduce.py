@@ -387,7 +387,9 @@ def _run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]:
-  """Computed notes: directions of the paper our rows disagree with, targets met or missed."""
+  """Computed notes: directions of the paper our rows disagree with (and by how much against
+  the standard deviation over seeds), how many differences that deviation covers, targets met
+  or missed, and each row against the table's baseline on validation."""
   lines = []
   checked = within_spread = 0
   for high, low in spec.get("higher", ()):
@@ -487,8 +489,8 @@ def _levels(variant: str, row_flags) -> int:
 def levels_figure(spec, results, png_path) -> Tuple[List[str], Dict[str, Any], List[str]]:
   """Figure 5: our test and validation HR@20 against L (mean ± std over seeds), published
   points marked; notes name the best L on validation (where L would be chosen) and on test."""
-  points = sorted((_levels(r["variant"], r["flags"]), r) for r in results.values()
-                  if r["honest"]["hr_at_20"])
+  points = sorted(((_levels(r["variant"], r["flags"]), r) for r in results.values()
+                   if r["honest"]["hr_at_20"]), key=lambda point: point[0])
   plt = _pyplot()
   figure, axes = plt.subplots(figsize=(5, 3.5))
   for split, key in (("test", "honest"), ("validation", "valid")):
