@@ -126,11 +126,22 @@ def assert_same_final_weights(run, reference):
   assert metrics(run)["test"] == metrics(reference)["test"]
 
 
+def latest_checkpoint_is(directory, step):
+  """Whether the checkpoint state file (renamed into place, so read whole) names `ckpt-<step>`:
+  its files are complete then, which the mere existence of `ckpt-<step>.index` does not say."""
+  try:
+    with open(directory / "checkpoint") as state:
+      return f'model_checkpoint_path: "ckpt-{step}"' in state.read()
+  except FileNotFoundError:
+    return False
+
+
 def train_until_checkpoint(run, prepared_dir, step):
-  """Starts a RESUMABLE run in the background; returns its process once `ckpt-<step>` exists."""
+  """Starts a RESUMABLE run in the background; returns its process once `ckpt-<step>` is the
+  latest complete checkpoint."""
   process = train(run, prepared_dir, *RESUMABLE, background=True)
   deadline = time.time() + 300
-  while not (run / "checkpoints" / f"ckpt-{step}.index").exists():
+  while not latest_checkpoint_is(run / "checkpoints", step):
     assert process.poll() is None and time.time() < deadline, process.stdout.read()[-3000:]
     time.sleep(0.01)
   return process
