@@ -297,13 +297,21 @@ def test_keras_mask_is_used_by_default():
 
 @pytest.mark.parametrize("case", [{}, CASES[-1], dict(pooling="max", level_selection="earliest")])
 def test_gradients_reach_every_variable(case):
+  # Max pooling sends a level gradient only where that level wins the max, so the batch holds
+  # enough sessions for every level to win somewhere, and the weights are drawn from the seeded
+  # generator. With three sessions level 1 lost everywhere in 2 of 60 draws (and once in CI);
+  # with these eight it won somewhere in all of 300.
   rng = np.random.default_rng(8)
-  states, mask = random_batch(rng, lengths=[1, 3, 6], length=6, dtype=np.float32)
+  lengths = [1, 3, 6, 2, 5, 4, 6, 6]
+  states, mask = random_batch(rng, lengths=lengths, length=6, dtype=np.float32)
   states = tf.constant(states)
   layer = tam.AttenMixer(**{"num_heads": 2, "num_levels": 4, **case})
+  layer(states, mask=mask)
+  randomize(layer, rng)
   with tf.GradientTape() as tape:
     tape.watch(states)
-    loss = tf.reduce_sum(layer(states, mask=mask, training=True) * rng.normal(size=(3, DIM)))
+    loss = tf.reduce_sum(
+        layer(states, mask=mask, training=True) * rng.normal(size=(len(lengths), DIM)))
   variables = layer.trainable_variables
   assert len(variables) == 2 * layer.num_levels + 6 + 2 * layer.layer_norm
   for variable, grad in zip(variables, tape.gradient(loss, variables)):
