@@ -18,7 +18,8 @@ selected-epoch weights by session length (`benchmarks.session_length`) and cache
 each run folder (`session_length_test.json`).
 
 The table is written to `<results_dir>/reproduction/<table>.md` with `<table>.json` beside it
-(and `<table>.png` for the figures): for every row and metric our test number (mean ± std over
+(and `<table>.png` for the figures); a table run under the protocol it is not published with
+(Table 2 and `other`: full; the others: short) writes `<table>-<protocol>.*` instead: for every row and metric our test number (mean ± std over
 the finished seeds), the authors' protocol number where the run has it, the published number and
 the difference; each run's variant, flags, epochs trained, selected epoch, times and speed; the
 protocol; and computed notes on every row whose direction disagrees with the paper's.
@@ -106,10 +107,13 @@ ABLATIONS = {"attenmixer_m": "-M (no multi-level intent, L = 1)",
              "attenmixer_li": "-LI (no local invariance)",
              "attenmixer_lp": "-LP (no Lp pooling: mean)"}
 
-# table -> title, metrics, rows; `higher`: (row, row) pairs the paper has in that order; `targets`:
-# (row, compared-with label, least difference) goals; `caption`: what the reader must know.
+# table -> title, metrics, rows; `protocol`: the one `<table>.md` holds (the other protocol writes
+# `<table>-<protocol>.md`, so neither overwrites the other); `higher`: (row, row) pairs the paper
+# has in that order; `targets`: (row, compared-with label, least difference) goals; `caption`:
+# what the reader must know.
 TABLES: Dict[str, Dict[str, Any]] = {
     "2": dict(
+        protocol="full",
         title="Table 2: Atten-Mixer, SR-GNN and a NISER-style baseline",
         metrics=TOP_20,
         rows=(GOWALLA_ATTENMIXER,
@@ -126,6 +130,7 @@ TABLES: Dict[str, Dict[str, Any]] = {
                 "(`diginetica_srgnn`): that row is compared with the published GCE-GNN and SR-GNN "
                 "numbers instead. The NISER-style row is compared with the paper's NISER+."),
     "3": dict(
+        protocol="short",
         title="Table 3: SR-GNN and SGNN-HN without and with Atten-Mixer (Gowalla)",
         metrics=ALL_CUTOFFS,
         rows=(GOWALLA_SRGNN, row("gowalla", "srgnn_am", "SR-GNN + Atten-Mixer"),
@@ -141,6 +146,7 @@ TABLES: Dict[str, Dict[str, Any]] = {
                 "encoder, the normalisation and the scale: they differ in the readout only "
                 "(SR-GNN's soft attention against Atten-Mixer)."),
     "4": dict(
+        protocol="short",
         title="Table 4: ablations (Gowalla)",
         metrics=TOP_20,
         rows=tuple(row("gowalla", variant, label) for variant, label in ABLATIONS.items()) +
@@ -152,6 +158,7 @@ TABLES: Dict[str, Dict[str, Any]] = {
                 "separate them: an ablation that is not below the full model here is evidence "
                 "about the first epoch only, and the full protocol decides."),
     "fig5": dict(
+        protocol="short",
         title="Figure 5: HR@20 against the number of intent levels L (Gowalla)",
         metrics=TOP_20,
         # L = 1 is Table 4's -M ablation (`attenmixer_m`): the same configuration, one run.
@@ -161,6 +168,7 @@ TABLES: Dict[str, Dict[str, Any]] = {
         caption="Figure 5 is a plot without numbers: the published number is that of L = 3 "
                 "(Table 2). The L = 1 point is Table 4's -M run."),
     "fig7": dict(
+        protocol="short",
         title="Figure 7: Atten-Mixer and SR-GNN by session length (Gowalla)",
         metrics=TOP_20,
         rows=(GOWALLA_ATTENMIXER, GOWALLA_SRGNN),
@@ -168,6 +176,7 @@ TABLES: Dict[str, Dict[str, Any]] = {
         caption="Figure 7 is a plot without numbers: lengths are compared between our two "
                 "models only."),
     "options": dict(
+        protocol="short",
         title="Options of our implementation and speed settings (Gowalla, one table of runs)",
         metrics=TOP_20,
         rows=(GOWALLA_ATTENMIXER,
@@ -199,6 +208,7 @@ TABLES: Dict[str, Dict[str, Any]] = {
                 f"of the default. Tolerance for a faster setting: {SPEED_TOLERANCE} points of "
                 "validation HR@20 and MRR@20 (issue 6)."),
     "other": dict(
+        protocol="full",
         title="Atten-Mixer on Yoochoose 1/64 and Retailrocket",
         metrics=TOP_20,
         rows=(row("yoochoose1_64", "attenmixer", "Atten-Mixer (Yoochoose 1/64)"),
@@ -228,6 +238,13 @@ flags.mark_flag_as_required("table")
 
 def _suffix() -> str:
   return f"-on-{FLAGS.dataset_override}" if FLAGS.dataset_override else ""
+
+
+def output_stem(table: str) -> str:
+  """`<results_dir>/reproduction/<table>[-<protocol>][-on-<dataset>]`: the path of a table's files
+  without extension; the protocol is named unless it is the table's own (`TABLES[table]`)."""
+  protocol = "" if FLAGS.protocol == TABLES[table]["protocol"] else "-" + FLAGS.protocol
+  return os.path.join(FLAGS.results_dir, "reproduction", table + protocol + _suffix())
 
 
 def _runs_root() -> str:
@@ -701,7 +718,7 @@ def main(argv):
         failed.append(table_row.name + (f" (seed {seed})" if seed is not None else ""))
 
   results = {name: row_results(table_row, spec["metrics"]) for name, table_row in by_name.items()}
-  stem = os.path.join(FLAGS.results_dir, "reproduction", FLAGS.table + _suffix())
+  stem = output_stem(FLAGS.table)
   extra_lines, extra, note_lines = [], {}, []
   if FLAGS.table in FIGURES:
     extra_lines, extra, note_lines = FIGURES[FLAGS.table](spec, results, stem + ".png")

@@ -36,9 +36,10 @@ def reproduce(folders, *args):
   return result
 
 
-def output_of(folders, table):
-  """The Markdown, the JSON and the path stem of a table written by `reproduce`."""
-  stem = folders["results"] / "reproduction" / f"{table}-on-synthetic"
+def output_of(folders, name):
+  """The Markdown, the JSON and the path stem of a table written by `reproduce`: `name` is the
+  table, followed by the protocol where that is not the table's own (`2-short`, `4-full`)."""
+  stem = folders["results"] / "reproduction" / f"{name}-on-synthetic"
   with open(f"{stem}.md") as markdown, open(f"{stem}.json") as table_json:
     return markdown.read(), json.load(table_json), stem
 
@@ -55,7 +56,7 @@ def metrics_mtimes(folders):
 
 
 def test_table_has_every_row_with_ours_published_and_difference(folders, table_2):
-  markdown, table, _ = output_of(folders, "2")
+  markdown, table, _ = output_of(folders, "2-short")
   assert "**Protocol: short**" in markdown and "1 epoch(s)" in markdown
   assert [row["name"] for row in table["rows"]] == [
       "gowalla-attenmixer", "diginetica_srgnn-attenmixer", "gowalla-srgnn", "gowalla-niser"]
@@ -264,13 +265,15 @@ def test_full_protocol_refits_each_row_and_reports_the_refit(tmp_path):
                         f"--results_dir={folders['results']}", f"--runs_dir={folders['runs']}",
                         *extra, "--", *TINY, "--epochs=2", f"--output_dir={tmp_path / 'prepared'}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return output_of(folders, "4")
+    return output_of(folders, "4-full")
 
   # --notrain writes the table from what is finished (nothing yet) and trains nothing.
   _, table, _ = full_protocol("--notrain")
   assert {row["status"] for row in table["rows"]} == {"not run"}
   assert not folders["runs"].exists()
   markdown, table, _ = full_protocol()
+  # Table 4 is published under the short protocol: its full-protocol table has a file of its own.
+  assert not (folders["results"] / "reproduction" / "4-on-synthetic.md").exists()
   full = next(row for row in table["rows"] if row["name"] == "gowalla-attenmixer")
   run = full["runs"][0]
   assert full["honest_is_refit"] and run["refit"]["folder"] == run["folder"] + "-refit"
