@@ -18,11 +18,12 @@ selected-epoch weights by session length (`benchmarks.session_length`) and cache
 each run folder (`session_length_test.json`).
 
 The table is written to `<results_dir>/reproduction/<table>.md` with `<table>.json` beside it
-(and `<table>.png` for the figures); a table run under the protocol it is not published with
-(Table 2 and `other`: full; the others: short) writes `<table>-<protocol>.*` instead: for every row and metric our test number (mean ± std over
+(and `<table>.png` for the figures): for every row and metric our test number (mean ± std over
 the finished seeds), the authors' protocol number where the run has it, the published number and
 the difference; each run's variant, flags, epochs trained, selected epoch, times and speed; the
-protocol; and computed notes on every row whose direction disagrees with the paper's.
+protocol; and computed notes on every row whose direction disagrees with the paper's. A table run
+under the protocol it is not published with (Table 2 and `other`: full; the others: short) is
+written to `<table>-<protocol>.*` instead, so that neither overwrites the other.
 
 Protocols: `full` is the paper's (dataset preset: at most 10 epochs, patience 3 on validation
 MRR@20, the epoch selected on validation), followed by a refit of each run on all training
