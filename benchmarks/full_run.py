@@ -40,12 +40,16 @@ def run_stage(args, run_dir: str, destination: str) -> Tuple[int, str]:
 
   A stage is finished when its run folder has its metrics, or when `destination` holds the
   metrics of a run by this same command (a fresh checkout with committed results, whose run
-  folders are gone). Returns the trainer's exit code (0 when finished) and the folder holding
+  folders are gone), either with the configuration the command trains today (not one from before
+  a default changed). Returns the trainer's exit code (0 when finished) and the folder holding
   the stage's metrics.json.
   """
   command = common.environment()["command"]
   if not trainer_runs.is_finished(run_dir) and (
       trainer_runs.recorded_command(destination) == command):
+    differences = trainer_runs.configuration_changes(destination, args)
+    if differences:
+      return trainer_runs.report_configuration_changes(destination, differences), destination
     logging.info("%s is absent but %s holds its results, made by this command", run_dir,
                  destination)
     return 0, destination

@@ -8,11 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 
 from trainer import run_dir as run_dir_lib
+
+CONFIG_ERROR = 2  # `trainer.main`'s exit code for a configuration error
 
 
 def full_run_dir(runs_dir: str, dataset: str, variant: str) -> str:
@@ -50,6 +52,32 @@ def is_finished(run_dir: str) -> bool:
   return os.path.isfile(os.path.join(run_dir, run_dir_lib.METRICS_FILE))
 
 
+def run_record(args: Sequence[str]) -> Dict[str, Any]:
+  """The record (`{"experiment", "dataset"}`) that `python -m trainer.main args` trains today,
+  with the current defaults (`--print_config`)."""
+  result = subprocess.run([sys.executable, "-m", "trainer.main", *args, "--print_config"],
+                          capture_output=True, text=True, check=False)
+  if result.returncode:
+    raise ValueError(f"python -m trainer.main {' '.join(args)}: {result.stderr.strip()}")
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def configuration_changes(folder: str, args: Sequence[str]) -> List[str]:
+  """How the run recorded in `folder` (a run folder, or the copy of its artefacts) differs from
+  the one `args` train today: empty when it is that run. A finished run trained before a default
+  changed differs in that field."""
+  return run_dir_lib.record_differences(run_dir_lib.read_config(folder), run_record(args))
+
+
+def report_configuration_changes(folder: str, differences: Sequence[str]) -> int:
+  """Logs that `folder` holds a run of another configuration; returns the trainer's exit code for
+  a configuration error."""
+  logging.error("%s holds a finished run of another configuration (%s), for example one trained "
+                "under an earlier default; move it aside to train this one", folder,
+                "; ".join(differences))
+  return CONFIG_ERROR
+
+
 def recorded_command(destination: str) -> Optional[str]:
   """The command recorded beside a finished run's artefacts in `destination`, if any."""
   command_path = os.path.join(destination, "command.txt")
@@ -73,6 +101,9 @@ def train_and_copy(args: Sequence[str], run_dir: str, destination: str, command:
   name = os.path.basename(run_dir)
   log_path = run_dir + ".log"
   if is_finished(run_dir):
+    differences = configuration_changes(run_dir, args)
+    if differences:
+      return report_configuration_changes(run_dir, differences)
     logging.info("skipped %s: finished (%s has %s)", name, run_dir, run_dir_lib.METRICS_FILE)
   elif not train:
     logging.info("not trained: %s", name)

@@ -21,8 +21,8 @@ class InputConfig:
       sessions, every epoch the same, so each epoch ends on the most recent sessions; the authors'
       code reads its training file in order) or "shuffled" (a seeded shuffle per epoch). The
       default is chronological: one Gowalla epoch gave validation HR@20 49.80 / MRR@20 24.19
-      (results/gowalla/attenmixer, epoch 1) against 47.24 / 22.45 shuffled (the default row of
-      results/reproduction/options.md).
+      (results/gowalla/attenmixer-keras-init, epoch 1) against 47.24 / 22.45 shuffled (the
+      default row of results/reproduction/options-shuffled.md), both with Keras' initialisers.
   """
   batch_size: int = 100
   max_length: int = 20

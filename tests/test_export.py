@@ -57,6 +57,7 @@ def trained(tmp_path_factory):
                      str(tmp_path_factory.mktemp("prepared")), data_dir=str(data_dir),
                      allow_download=False)
   model = SessionRetrievalModel(ModelConfig(embedding_dim=32, num_heads=4), prepared.num_items)
+  model.create_weights(MAX_LENGTH)
   optimizer = tf.keras.optimizers.Adam(1e-2)
 
   @tf.function

@@ -26,8 +26,11 @@ def batch(rng, size=8, length=6):
 
 
 def make_model(variant="attenmixer", item_counts=None, **overrides):
+  """A small model with its weights created and initialised, as the trainer makes it."""
   config = tam.ModelConfig.variant(variant, **{**SMALL, **overrides})
-  return tam.SessionRetrievalModel(config, NUM_ITEMS, item_counts=item_counts)
+  model = tam.SessionRetrievalModel(config, NUM_ITEMS, item_counts=item_counts)
+  model.create_weights(max_length=6)
+  return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +150,18 @@ def test_table_dropout_only_in_training():
   data = batch(np.random.default_rng(3))
   assert model.compute_loss(data, training=False) == model.compute_loss(data, training=False)
   assert model.compute_loss(data, training=True) != model.compute_loss(data, training=True)
+
+
+def test_training_before_the_uniform_draw_is_an_error():
+  data = batch(np.random.default_rng(5))
+  model = tam.SessionRetrievalModel(tam.ModelConfig(**SMALL), NUM_ITEMS)
+  model.compute_loss(data, training=False)  # builds the weights with Keras' initialisers
+  with pytest.raises(RuntimeError, match=r"create_weights\(max_length, seed\)"):
+    model.compute_loss(data, training=True)
+  model.create_weights(max_length=6)
+  assert np.isfinite(model.compute_loss(data, training=True))
+  keras = tam.SessionRetrievalModel(tam.ModelConfig(**SMALL, initialization="keras"), NUM_ITEMS)
+  assert np.isfinite(keras.compute_loss(data, training=True))
 
 
 def test_uniform_initialization_redraws_every_weight_per_seed():
@@ -328,10 +343,10 @@ _MIRRORED = textwrap.dedent("""
 
     data = tf.data.Dataset.from_tensor_slices({"items": items, "target": targets}).batch(16)
     single = make_model()
-    single(items[:1])
+    single.create_weights(max_length=items.shape[1])
     with strategy.scope():
       mirrored = make_model()
-      mirrored(items[:1])
+      mirrored.create_weights(max_length=items.shape[1])
       mirrored.compile(optimizer=tf.keras.optimizers.SGD(0.5))
     mirrored.set_weights(single.get_weights())
     single.compile(optimizer=tf.keras.optimizers.SGD(0.5))
@@ -395,6 +410,7 @@ def test_learns_more_than_popularity():
   tf.keras.utils.set_random_seed(0)
   config = tam.ModelConfig(embedding_dim=32, num_heads=4)
   model = tam.SessionRetrievalModel(config, num_items)
+  model.create_weights(max_length=20)
   model.compile(optimizer=tf.keras.optimizers.Adam(5e-3))
   model.fit(tf.data.Dataset.from_tensor_slices(train).shuffle(20000, seed=0).batch(100),
             epochs=3, verbose=0)

@@ -254,6 +254,20 @@ def test_full_run_selects_on_validation_then_refits_on_all_training_sessions(tmp
   assert not (tmp_path / "runs" / "synthetic-attenmixer-full").exists()
   with open(results / "refit" / "metrics.json") as f:
     assert json.load(f)["epochs_trained"] == selection["selected_epoch"]
+  # A stage finished under an earlier default is not this command's run today: it is reported,
+  # neither reused nor overwritten, whether only its results are left or its run folder too.
+  refit_run = tmp_path / "runs" / "synthetic-attenmixer-full-refit"
+  for config_path in (results / "config.json", refit_run / "config.json"):
+    original = config_path.read_text()
+    stored = json.loads(original)
+    stored["experiment"]["model"]["initialization"] = "keras"
+    config_path.write_text(json.dumps(stored))
+    stale = run_module("benchmarks.full_run", *args)
+    assert stale.returncode == 2, stale.stdout[-3000:] + stale.stderr[-3000:]
+    assert (f"{config_path.parent} holds a finished run of another configuration "
+            "(model.initialization: 'keras' -> 'uniform')") in stale.stderr, stale.stderr[-3000:]
+    assert "epoch 1/" not in stale.stdout + stale.stderr
+    config_path.write_text(original)
 
 
 def test_full_protocol_refits_each_row_and_reports_the_refit(tmp_path):

@@ -111,6 +111,10 @@ class SessionRetrievalModel(tfrs.Model):
   ranking metrics (`hr_at_K`, `mrr_at_K`, `ndcg_at_K`, K = 5, 10, 20) over the whole catalogue.
   Training scores are one matmul of the session vectors against the normalised table in the
   compute dtype; evaluation scores are float32 (no ties from bfloat16 rounding).
+
+  Call `create_weights(max_length, seed)` before training: it creates the weights and draws the
+  default "uniform" initialisation (training without it is an error unless
+  `config.initialization` is "keras").
   """
 
   def __init__(self,
@@ -129,6 +133,7 @@ class SessionRetrievalModel(tfrs.Model):
     """
     super().__init__(**kwargs)
     self.config = config
+    self._weights_drawn = config.initialization != "uniform"  # else by create_weights
     self.num_items = num_items
     self.query_tower = QueryTower(config, num_items, name="query_tower")
     # float32: evaluation scores the unrounded table even under mixed precision.
@@ -155,6 +160,7 @@ class SessionRetrievalModel(tfrs.Model):
         variable.assign(tf.random.stateless_uniform(
             variable.shape, seed=[seed, index], minval=-bound, maxval=bound,
             dtype=variable.dtype))
+    self._weights_drawn = True
 
   @property
   def encoder(self) -> encoders.ItemEncoder:
@@ -185,6 +191,11 @@ class SessionRetrievalModel(tfrs.Model):
 
   def compute_loss(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     """Loss of a batch `{"items", "target"}`; evaluation also updates the ranking metrics."""
+    if training and not self._weights_drawn:
+      raise RuntimeError(
+          "SessionRetrievalModel: config.initialization='uniform' draws the weights in "
+          "create_weights(max_length, seed); call it before training (or use "
+          "initialization='keras', each layer's own initialisers).")
     queries = self.query_tower(inputs["items"], training=training)
     targets = tf.cast(inputs["target"], tf.int32)
     if training and self.sampled_loss is not None:

@@ -105,6 +105,16 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
 }
 
 
+# What the trainer did before each of these fields existed. A stored `config.json` without the
+# field was written by that code, so it is read with this value, not with the field's current
+# default, which may have changed since (the training order did on 2026-12-01, the
+# initialisation on 2026-12-02).
+VALUES_BEFORE_FIELD: Dict[str, Dict[str, Any]] = {
+    "model": {"normalize_after_dropout": False, "initialization": "keras"},
+    "train": {"train_order": "shuffled", "train_on_valid": False},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
   """The model and training configuration of one run."""
@@ -116,7 +126,10 @@ class ExperimentConfig:
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ExperimentConfig":
-    return cls(ModelConfig.from_dict(values["model"]), TrainConfig(**values["train"]))
+    """Reads `to_dict()` output as stored in a run's `config.json`, also one written before some
+    fields existed (`VALUES_BEFORE_FIELD`)."""
+    model, train = ({**VALUES_BEFORE_FIELD[part], **values[part]} for part in ("model", "train"))
+    return cls(ModelConfig.from_dict(model), TrainConfig(**train))
 
 
 def build_config(dataset: str, variant: str = "attenmixer",

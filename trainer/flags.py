@@ -54,6 +54,9 @@ flags.DEFINE_enum("variant", "attenmixer", sorted(VARIANTS),
 flags.DEFINE_string("run_dir", None,
                     "Folder of this run: checkpoints, TensorBoard logs, metrics.json, config.json. "
                     "Default: runs/<dataset>-<variant>. Re-running with the same folder resumes.")
+flags.DEFINE_bool("print_config", False,
+                  "Print the run's configuration as its config.json records it ({\"experiment\": "
+                  "..., \"dataset\": ...}, one JSON line) and exit without training.")
 flags.DEFINE_string("export_dir", None,
                     "Where the servable model is exported at the end (default: <run_dir>/export).")
 

@@ -10,10 +10,12 @@ and exports a servable SavedModel. Re-running the same command resumes an interr
 Distributed: `--strategy=multi_worker` with `TF_CONFIG` set in every worker (see trainer/k8s/).
 """
 
+import json
 import os
 import resource
 import sys
 import time
+from typing import Any, Dict
 
 from absl import app
 from absl import flags
@@ -45,6 +47,11 @@ EXPORT_COPIES_OF_WEIGHTS = 3
 def _fail(message: str, code: int) -> int:
   print(f"error: {message}", file=sys.stderr)
   return code
+
+
+def run_record(config) -> Dict[str, Any]:
+  """What decides a run: its `ExperimentConfig` (as a dict) and dataset (see `run_dir.claim`)."""
+  return {"experiment": config.to_dict(), "dataset": FLAGS.dataset}
 
 
 def export_name(index: str) -> str:
@@ -81,6 +88,9 @@ def main(argv) -> int:
                        "brute_force, scann, portable_ann")
   except ValueError as error:
     return _fail(str(error), EXIT_CONFIG_ERROR)
+  if FLAGS.print_config:
+    print(json.dumps(run_record(config), sort_keys=True))
+    return 0
   # Logical devices must be configured before TensorFlow's runtime starts (preparing data may
   # start it).
   from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top  (imports TF)
@@ -97,7 +107,7 @@ def main(argv) -> int:
   stats = prepared.stats()
 
   # 3. The run folder: a new run, or the same run resumed.
-  record = {"experiment": config.to_dict(), "dataset": FLAGS.dataset, "variant": FLAGS.variant,
+  record = {**run_record(config), "variant": FLAGS.variant,
             "prepared_dir": os.path.abspath(prepared.directory)}
   export_dir = FLAGS.export_dir or os.path.join(run_dir, "export")
   try:

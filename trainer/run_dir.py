@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from data.atomic import atomic_output
 
@@ -80,20 +80,34 @@ def read_config(run_dir: str) -> Dict[str, Any]:
     return json.load(config_file)
 
 
+def record_differences(stored: Dict[str, Any], record: Dict[str, Any]) -> List[str]:
+  """How two run records (`{"experiment", "dataset", ...}`) differ, one "field: a -> b" each.
+
+  They are compared as configurations: a field missing from `stored` (written before the field
+  existed) takes the value the code had then (`trainer.config.VALUES_BEFORE_FIELD`).
+  """
+  from trainer.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
+
+  def fields(run: Dict[str, Any]) -> Dict[str, Any]:
+    experiment = ExperimentConfig.from_dict(run["experiment"]).to_dict()
+    return {"dataset": run["dataset"],
+            **{f"{part}.{name}": value for part, values in experiment.items()
+               for name, value in values.items()}}
+
+  before, after = fields(stored), fields(record)
+  return [f"{name}: {before[name]!r} -> {after[name]!r}" for name in sorted(before)
+          if before[name] != after[name]]
+
+
 def claim(run_dir: str, record: Dict[str, Any]) -> None:
   """Writes `config.json`, or checks that an existing one describes the same run (resumption)."""
-  from trainer.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
   path = os.path.join(run_dir, CONFIG_FILE)
   if os.path.isfile(path):
-    existing = read_config(run_dir)
-    # Compared as configurations: an option added since the folder was written, at its default
-    # value, describes the same run.
-    same = (ExperimentConfig.from_dict(existing["experiment"]) ==
-            ExperimentConfig.from_dict(record["experiment"]))
-    if not same or existing["dataset"] != record["dataset"]:
+    differences = record_differences(read_config(run_dir), record)
+    if differences:
       raise RunDirError(
-          f"{run_dir} holds a run with another configuration ({path}); resume it with the same "
-          "flags, or pass another --run_dir")
+          f"{run_dir} holds a run with another configuration ({path}; {'; '.join(differences)}); "
+          "resume it with the same flags, or pass another --run_dir")
     return
   write_json(path, record)
 
