@@ -40,8 +40,8 @@ def run_stage(args, run_dir: str, destination: str) -> Tuple[int, str]:
 
   A stage is finished when its run folder has its metrics, or when `destination` holds the
   metrics of a run by this same command (a fresh checkout with committed results, whose run
-  folders are gone), either with the configuration the command trains today (not one from before
-  a default changed). Returns the trainer's exit code (0 when finished) and the folder holding
+  folders are gone); in both cases only with the configuration the command trains today (not one
+  from before a default changed). Returns the trainer's exit code (0 when finished) and the folder holding
   the stage's metrics.json.
   """
   command = common.environment()["command"]

@@ -3,9 +3,9 @@
 The defaults follow the Atten-Mixer paper (see `SPEC.md`); options whose paper and code behaviour
 differ take the paper's version by default and name the code's version in their comment; where
 the paper is silent (the initialisation) the default is the code's, which is better on validation
-under the paper's protocol (README, Results). The layers
-take their constructor defaults from this class, and `SessionRetrievalModel` is built from one
-instance of it, so a default is changed here and nowhere else.
+under the paper's protocol (README, Results). The layers take their constructor defaults from this
+class, and `SessionRetrievalModel` is built from one instance of it, so a default is changed here
+and nowhere else.
 
 The paper's comparisons are named variants (`ModelConfig.variant(name)`), each a few overrides of
 the defaults: Table 3 (SR-GNN and SGNN-HN with and without Atten-Mixer) and Table 4 (ablations).
