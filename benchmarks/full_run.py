@@ -4,8 +4,8 @@ r"""A full training run with the paper's protocol and its refit, artefacts copie
         [--results_dir=results] [-- trainer flags]
 
 Two `python -m trainer.main` runs, each resumable (rerun the same command after an interruption;
-a finished stage is not run again, nor is a selection stage whose results this same command
-already wrote, so a fresh checkout with committed results only trains the refit):
+a finished stage is not run again, nor is one whose results of the same configuration are
+committed, so a fresh checkout with the selection stage's results only trains the refit):
 
 1. Selection: the paper's protocol on the training split, early stopping on the validation split
    (the most recent 10% of the training sessions), in `runs/<dataset>-<variant>-full`.
@@ -19,7 +19,7 @@ and a `command.txt` holding this command go to `<results_dir>/<dataset>/<variant
 """
 
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 from absl import app
 from absl import flags
@@ -35,25 +35,19 @@ flags.DEFINE_string("runs_dir", "runs", "Where run folders are kept.")
 flags.DEFINE_string("results_dir", common.RESULTS_DIR, "Where <dataset>/<variant>/ is written.")
 
 
-def run_stage(args, run_dir: str, destination: str) -> Tuple[int, str]:
+def run_stage(args, run_dir: str, destination: str) -> Tuple[int, Optional[str]]:
   """Trains one stage unless it is finished, then copies its artefacts to `destination`.
 
-  A stage is finished when its run folder has its metrics, or when `destination` holds the
-  metrics of a run by this same command (a fresh checkout with committed results, whose run
-  folders are gone); in both cases only with the configuration the command trains today (not one
-  from before a default changed). Returns the trainer's exit code (0 when finished) and the folder holding
-  the stage's metrics.json.
+  A stage is finished when its run folder has its metrics, or when `destination` holds them (a
+  fresh checkout with committed results, whose run folders are gone); in both cases only with
+  the configuration the command trains today (not one from before a default changed).
+
+  Returns:
+    The trainer's exit code (0 when finished) and the folder holding the stage's metrics.json
+    (None unless finished).
   """
-  command = common.environment()["command"]
-  if not trainer_runs.is_finished(run_dir) and (
-      trainer_runs.recorded_command(destination) == command):
-    differences = trainer_runs.configuration_changes(destination, args)
-    if differences:
-      return trainer_runs.report_configuration_changes(destination, differences), destination
-    logging.info("%s is absent but %s holds its results, made by this command", run_dir,
-                 destination)
-    return 0, destination
-  return trainer_runs.train_and_copy(args, run_dir, destination, command), run_dir
+  code = trainer_runs.train_and_copy(args, run_dir, destination, common.environment()["command"])
+  return code, trainer_runs.finished_folder(run_dir, destination)
 
 
 def main(argv):

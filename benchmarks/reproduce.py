@@ -7,15 +7,17 @@ r"""Reproduces a table or figure of the Atten-Mixer paper: trains its rows, writ
 
 Each row of a table (`TABLES`) is one `python -m trainer.main` run per seed, in
 `<runs_dir>/reproduction/<protocol>/<row>[-seed<N>]`, its log teed to that path plus `.log`. A
-rerun skips finished runs (their folder has metrics.json) and resumes unfinished ones (the trainer
-resumes from its checkpoints when rerun with the same folder and flags). A row shared by two tables
+rerun skips finished runs (their folder has metrics.json; in a fresh checkout, whose run folders
+are gone, their committed copy has it) and resumes unfinished ones (the trainer resumes from its
+checkpoints when rerun with the same folder and flags); a finished run of another configuration
+(e.g. from before a default changed) is reported, not reused. A row shared by two tables
 (e.g. `gowalla-attenmixer`) is trained once; so is a row that is the paper's configuration of a
 variant under the full protocol, whose first run is that of `benchmarks.full_run`
 (`<runs_dir>/<dataset>-<variant>-full`, same trainer command). Each finished run's metrics.json,
 config.json, log and trainer command are copied to
 `<results_dir>/reproduction/<protocol>/<row>[-seed<N>]/`. Figure 7 evaluates the rows'
-selected-epoch weights by session length (`benchmarks.session_length`) and caches the result in
-each run folder (`session_length_test.json`).
+selected-epoch weights by session length (`benchmarks.session_length`) and keeps the result
+beside the copy (`session_length_test.json`).
 
 The table is written to `<results_dir>/reproduction/<table>.md` with `<table>.json` beside it
 (and `<table>.png` for the figures): for every row and metric our test number (mean ± std over
@@ -292,46 +294,60 @@ def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> 
   run_dir = _base(table_row) + (f"-seed{seed}" if seed is not None else "")
   args = trainer_args(table_row, seed, run_dir, passthrough)
   code = _train_once(args, run_dir)
-  if code or FLAGS.protocol != "full" or not trainer_runs.is_finished(run_dir):
+  selection = trainer_runs.finished_folder(run_dir, _copy_of(run_dir))
+  if code or FLAGS.protocol != "full" or selection is None:
     return code
-  return _train_once(trainer_runs.refit_args(args, trainer_runs.selected_epoch(run_dir)),
+  return _train_once(trainer_runs.refit_args(args, trainer_runs.selected_epoch(selection)),
                      trainer_runs.refit_dir(run_dir))
+
+
+def _copy_of(run_dir: str) -> str:
+  """Where the artefacts of the run in `run_dir` are copied (and committed)."""
+  return os.path.join(_copies_root(), os.path.basename(run_dir))
 
 
 def _train_once(args: Sequence[str], run_dir: str) -> int:
   """Runs the trainer in `run_dir` unless it is finished, then copies the run's artefacts."""
-  return trainer_runs.train_and_copy(
-      args, run_dir, os.path.join(_copies_root(), os.path.basename(run_dir)),
-      " ".join(["python -m trainer.main", *args]), train=FLAGS.train)
+  return trainer_runs.train_and_copy(args, run_dir, _copy_of(run_dir),
+                                     " ".join(["python -m trainer.main", *args]),
+                                     train=FLAGS.train)
 
 
-def _metrics(run_dir: str) -> Optional[Dict[str, Any]]:
-  """A finished run's metrics.json; None while it is unfinished."""
-  path = os.path.join(run_dir, run_dir_lib.METRICS_FILE)
-  if not os.path.isfile(path):
+def _finished(args: Sequence[str], run_dir: str) -> Optional[Dict[str, Any]]:
+  """The metrics of the run that `args` train in `run_dir`, from its folder or, in a fresh
+  checkout, its committed copy; None while it is unfinished, or when what is there is a run of
+  another configuration (e.g. trained under an earlier default)."""
+  folder = trainer_runs.finished_folder(run_dir, _copy_of(run_dir))
+  if folder is None:
     return None
-  with open(path) as metrics_file:
-    return json.load(metrics_file)
+  differences = trainer_runs.configuration_changes(folder, args)
+  if differences:
+    logging.warning("not shown: %s holds a run of another configuration (%s)", folder,
+                    "; ".join(differences))
+    return None
+  with open(os.path.join(folder, run_dir_lib.METRICS_FILE)) as metrics:
+    return json.load(metrics)
 
 
-def finished_runs(table_row: Row) -> List[Dict[str, Any]]:
-  """The finished runs of a row on disk (every seed), each with its folder and metrics, and its
-  refit's metrics (`refit`, None if there is none or it is unfinished)."""
+def finished_runs(table_row: Row, passthrough: Sequence[str]) -> List[Dict[str, Any]]:
+  """The finished runs of a row (every seed; `passthrough`: the trainer flags they were run
+  with), each with its folder's name and its refit's metrics (`refit`, None if there is none or
+  it is unfinished)."""
   base = _base(table_row)
+  seeds = sorted({int(match.group(1))
+                  for path in glob.glob(base + "-seed*") + glob.glob(_copy_of(base) + "-seed*")
+                  for match in [re.search(r"-seed(\d+)$", path)] if match})
   runs = []
-  seeded = [path for path in glob.glob(base + "-seed*") if re.search(r"-seed\d+$", path)]
-  for run_dir in [base] + sorted(seeded, key=_seed_order):
-    metrics = _metrics(run_dir)
+  for seed in [None, *map(str, seeds)]:
+    run_dir = base + (f"-seed{seed}" if seed is not None else "")
+    args = trainer_args(table_row, seed, run_dir, passthrough)
+    metrics = _finished(args, run_dir)
     if metrics:
-      runs.append({"run_dir": run_dir, "folder": os.path.basename(run_dir),
-                   "seed": metrics["config"]["train"]["seed"], **metrics,
-                   "refit": _metrics(trainer_runs.refit_dir(run_dir))})
+      refit = _finished(trainer_runs.refit_args(args, metrics["selected_epoch"]),
+                        trainer_runs.refit_dir(run_dir))
+      runs.append({**metrics, "folder": os.path.basename(run_dir),
+                   "seed": metrics["config"]["train"]["seed"], "refit": refit})
   return runs
-
-
-def _seed_order(path: str) -> Tuple[int, str]:
-  match = re.search(r"-seed(\d+)$", path)
-  return (int(match.group(1)) if match else -1, path)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -363,15 +379,17 @@ def comparisons(table_row: Row) -> List[Tuple[str, Dict[str, float]]]:
   return [("paper", published)] if published else []
 
 
-def row_results(table_row: Row, metrics: Sequence[str]) -> Dict[str, Any]:
-  """A row's finished runs and, per metric, our numbers.
+def row_results(table_row: Row, metrics: Sequence[str],
+                passthrough: Sequence[str]) -> Dict[str, Any]:
+  """A row's finished runs (trained with the trainer flags `passthrough`) and, per metric, our
+  numbers.
 
   `selected`: test metrics of the epoch selected on validation (trained on the training split).
   `refit`: test metrics after the refit on all training sessions (full protocol). `honest`, the
   number compared with the paper's: the refit's when every finished run has one, else `selected`.
   `authors_protocol`: best test value over epochs, from the refits when `honest` is theirs.
   """
-  runs = finished_runs(table_row)
+  runs = finished_runs(table_row, passthrough)
   selected = {m: mean_std([r["test"][m] for r in runs if r.get("test")]) for m in metrics}
   refit = {m: mean_std([r["refit"]["test"][m] for r in runs if r["refit"]]) for m in metrics}
   refitted = bool(runs) and all(r["refit"] for r in runs)
@@ -401,7 +419,7 @@ def _run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
   summary = {key: run.get(key) for key in _RUN_FIELDS}
   if run.get("refit"):
     summary["refit"] = {key: run["refit"].get(key) for key in _RUN_FIELDS}
-    summary["refit"]["folder"] = os.path.basename(trainer_runs.refit_dir(run["run_dir"]))
+    summary["refit"]["folder"] = trainer_runs.refit_dir(run["folder"])
   return summary
 
 
@@ -540,18 +558,24 @@ def levels_figure(spec, results, png_path) -> Tuple[List[str], Dict[str, Any], L
   return lines, {"png": os.path.basename(png_path)}, found
 
 
-def _length_metrics(run: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
-  """A finished run's test metrics by session length, cached in its run folder."""
-  cache = os.path.join(run["run_dir"], "session_length_test.json")
-  metrics_path = os.path.join(run["run_dir"], run_dir_lib.METRICS_FILE)
-  if os.path.isfile(cache) and os.path.getmtime(cache) >= os.path.getmtime(metrics_path):
-    with open(cache) as cached:
+def _length_metrics(run_dir: str) -> Dict[str, Dict[str, float]]:
+  """The test metrics by session length of the finished run of `run_dir`, computed from its
+  weights once and kept beside the copy of its artefacts (committed with it)."""
+  copy = _copy_of(run_dir)
+  kept = os.path.join(copy, trainer_runs.SESSION_LENGTH_FILE)
+  if os.path.isfile(kept):
+    with open(kept) as cached:
       return json.load(cached)
-  model, prepared, config = run_dir_lib.load_trained_model(run["run_dir"])
+  if not os.path.isdir(run_dir):
+    raise run_dir_lib.RunDirError(
+        f"{copy} holds the results of a run but not {trainer_runs.SESSION_LENGTH_FILE}, and its "
+        f"run folder (with the weights) is absent: move {copy} aside and train the run again for "
+        "Figure 7")
+  model, prepared, config = run_dir_lib.load_trained_model(run_dir)
   by_length = session_length.evaluate_by_length(model, prepared, "test",
                                                 max_length=config.train.max_length,
                                                 batch_size=config.train.eval_batch_size)
-  run_dir_lib.write_json(cache, by_length)
+  run_dir_lib.write_json(kept, by_length)
   return by_length
 
 
@@ -559,7 +583,8 @@ def session_length_figure(spec, results, png_path) -> Tuple[List[str], Dict[str,
   """Figure 7: HR@20 and MRR@20 of each row by session length (test split), table and plot."""
   by_row = {}
   for table_row in spec["rows"]:
-    per_run = [_length_metrics(run) for run in finished_runs(table_row)]
+    per_run = [_length_metrics(os.path.join(os.path.dirname(_base(table_row)), run["folder"]))
+               for run in results[table_row.name]["runs"]]
     if per_run:
       by_row[table_row.name] = {group: {"examples": per_run[0][group]["examples"], **{
           metric: mean_std([run[group][metric] for run in per_run
@@ -719,7 +744,8 @@ def main(argv):
       if run_row(table_row, seed, passthrough):
         failed.append(table_row.name + (f" (seed {seed})" if seed is not None else ""))
 
-  results = {name: row_results(table_row, spec["metrics"]) for name, table_row in by_name.items()}
+  results = {name: row_results(table_row, spec["metrics"], passthrough)
+             for name, table_row in by_name.items()}
   stem = output_stem(FLAGS.table)
   extra_lines, extra, note_lines = [], {}, []
   if FLAGS.table in FIGURES:

@@ -15,6 +15,9 @@ from absl import logging
 from trainer import run_dir as run_dir_lib
 
 CONFIG_ERROR = 2  # `trainer.main`'s exit code for a configuration error
+# Beside a copy of a run's artefacts: Figure 7's test metrics by session length, derived from the
+# run's weights (which a fresh checkout does not have); removed when the copy's metrics are replaced.
+SESSION_LENGTH_FILE = "session_length_test.json"
 
 
 def full_run_dir(runs_dir: str, dataset: str, variant: str) -> str:
@@ -50,6 +53,15 @@ def selected_epoch(run_dir: str) -> int:
 def is_finished(run_dir: str) -> bool:
   """Whether the run in `run_dir` (or the copy of its artefacts) has its final metrics."""
   return os.path.isfile(os.path.join(run_dir, run_dir_lib.METRICS_FILE))
+
+
+def finished_folder(run_dir: str, destination: str) -> Optional[str]:
+  """The folder holding a run's final metrics: its run folder, else the copy of its artefacts in
+  `destination` (a fresh checkout: run folders are not committed, copies are); None if neither.
+
+  Whether that run is the one a command trains today is `configuration_changes`' question.
+  """
+  return next((folder for folder in (run_dir, destination) if is_finished(folder)), None)
 
 
 def run_record(args: Sequence[str]) -> Dict[str, Any]:
@@ -92,18 +104,26 @@ def train_and_copy(args: Sequence[str], run_dir: str, destination: str, command:
   """Trains `python -m trainer.main args` in `run_dir` unless it is finished, then copies its
   artefacts to `destination` with `command` (the command line that produced them).
 
-  Artefacts already in `destination` from another command are kept, with a warning. With
-  `train=False` an unfinished run is only reported.
+  A run is finished when `run_dir` has its metrics or, in a fresh checkout whose run folders are
+  gone, when `destination` holds them; either only if that run has the configuration `args`
+  train today (not one from before a default changed: that is reported, and nothing is trained
+  or overwritten). Artefacts already in `destination` from another command are kept, with a
+  warning. With `train=False` an unfinished run is only reported.
 
   Returns:
     The trainer's exit code (0 when the run is finished or was not to be trained).
   """
   name = os.path.basename(run_dir)
   log_path = run_dir + ".log"
-  if is_finished(run_dir):
-    differences = configuration_changes(run_dir, args)
+  folder = finished_folder(run_dir, destination)
+  if folder is not None:
+    differences = configuration_changes(folder, args)
     if differences:
-      return report_configuration_changes(run_dir, differences)
+      return report_configuration_changes(folder, differences)
+    if folder == destination:
+      logging.info("skipped %s: finished (%s is absent; %s holds its results)", name, run_dir,
+                   destination)
+      return 0
     logging.info("skipped %s: finished (%s has %s)", name, run_dir, run_dir_lib.METRICS_FILE)
   elif not train:
     logging.info("not trained: %s", name)
@@ -146,11 +166,15 @@ def run_trainer(args: Sequence[str], log_path: str) -> int:
 
 
 def copy_artefacts(run_dir: str, log_path: str, destination: str, command: str) -> None:
-  """Copies a finished run's metrics.json, config.json and log to `destination`.
+  """Copies a finished run's metrics.json, config.json and log to `destination`, removing what
+  was derived from the run there before (`SESSION_LENGTH_FILE`).
 
   `command.txt` beside them holds `command`, the command line that produced the run.
   """
   os.makedirs(destination, exist_ok=True)
+  derived = os.path.join(destination, SESSION_LENGTH_FILE)
+  if os.path.isfile(derived):
+    os.remove(derived)
   for source in (os.path.join(run_dir, run_dir_lib.METRICS_FILE),
                  os.path.join(run_dir, run_dir_lib.CONFIG_FILE), log_path):
     shutil.copy(source, os.path.join(destination, os.path.basename(source)))

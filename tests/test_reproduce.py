@@ -26,13 +26,14 @@ def folders(tmp_path_factory):
   return {"results": root / "results", "runs": root / "runs", "prepared": root / "prepared"}
 
 
-def reproduce(folders, *args):
-  """Runs the runner on the synthetic dataset; returns the finished process (checked)."""
+def reproduce(folders, *args, expect=0):
+  """Runs the runner on the synthetic dataset; returns the finished process, whose exit code is
+  checked against `expect`."""
   result = run_module("benchmarks.reproduce", *args, "--protocol=short",
                       "--dataset_override=synthetic", f"--results_dir={folders['results']}",
                       f"--runs_dir={folders['runs']}", "--", *TINY,
                       f"--output_dir={folders['prepared']}")
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
   return result
 
 
@@ -79,7 +80,8 @@ def test_table_has_every_row_with_ours_published_and_difference(folders, table_2
 def test_rerun_skips_finished_rows_and_reruns_a_removed_one(folders, table_2):
   before = metrics_mtimes(folders)
   removed = folders["runs"] / "reproduction" / "short" / "gowalla-niser-on-synthetic"
-  os.remove(removed / "metrics.json")  # As if the run had been killed before its results.
+  os.remove(removed / "metrics.json")  # As if the run had been killed before its results...
+  shutil.rmtree(folders["results"] / "reproduction" / "short" / removed.name)  # ...were copied.
   result = reproduce(folders, "--table=2")
   for name in before:
     if name != removed.name:
@@ -117,6 +119,40 @@ def test_fig7_evaluates_both_runs_by_session_length(folders, table_2):
   assert groups["short (<= 5)"]["examples"] == sum(groups[str(n)]["examples"] for n in range(1, 6))
   assert groups["short (<= 5)"]["examples"] > 0
   assert 0 <= groups["short (<= 5)"]["hr_at_20"]["mean"] <= 100
+
+
+def test_a_fresh_checkout_uses_the_committed_copies_and_trains_nothing(folders, table_2):
+  """Run folders are not committed. With only the copies in results/ (and Figure 7's metrics by
+  session length kept beside them), a rerun trains nothing and writes the same tables; a copy of
+  a run of another configuration is reported, not shown."""
+  reproduce(folders, "--table=fig7")
+  _, before, _ = output_of(folders, "fig7")
+  copies = folders["results"] / "reproduction" / "short"
+  hidden = folders["runs"].with_name("runs-hidden")
+  folders["runs"].rename(hidden)
+  try:
+    result = reproduce(folders, "--table=2")
+    assert "running" not in result.stderr and "is absent; " in result.stderr
+    _, table, _ = output_of(folders, "2-short")
+    assert {row["status"] for row in table["rows"]} == {"finished"}
+    assert not folders["runs"].exists()
+    reproduce(folders, "--table=fig7")
+    _, after, _ = output_of(folders, "fig7")
+    assert after["by_length"] == before["by_length"]
+    config_path = copies / "gowalla-srgnn-on-synthetic" / "config.json"
+    original = config_path.read_text()
+    stored = json.loads(original)
+    stored["experiment"]["model"]["initialization"] = "keras"
+    config_path.write_text(json.dumps(stored))
+    stale = reproduce(folders, "--table=2", expect=1)
+    assert (f"{config_path.parent} holds a finished run of another configuration "
+            "(model.initialization: 'keras' -> 'uniform')") in stale.stderr, stale.stderr[-3000:]
+    _, table, _ = output_of(folders, "2-short")
+    assert {row["name"]: row["status"] for row in table["rows"]}["gowalla-srgnn"] == "not run"
+    config_path.write_text(original)
+  finally:
+    shutil.rmtree(folders["runs"], ignore_errors=True)
+    hidden.rename(folders["runs"])
 
 
 def test_options_table_compares_validation_with_the_default_row(folders, table_2):
@@ -250,7 +286,7 @@ def test_full_run_selects_on_validation_then_refits_on_all_training_sessions(tmp
   shutil.rmtree(results / "refit")
   fresh = run_module("benchmarks.full_run", *args)
   assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
-  assert "holds its results, made by this command" in fresh.stdout + fresh.stderr
+  assert "-full is absent; " in fresh.stdout + fresh.stderr
   assert not (tmp_path / "runs" / "synthetic-attenmixer-full").exists()
   with open(results / "refit" / "metrics.json") as f:
     assert json.load(f)["epochs_trained"] == selection["selected_epoch"]
