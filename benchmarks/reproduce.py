@@ -558,19 +558,16 @@ def levels_figure(spec, results, png_path) -> Tuple[List[str], Dict[str, Any], L
   return lines, {"png": os.path.basename(png_path)}, found
 
 
-def _length_metrics(run_dir: str) -> Dict[str, Dict[str, float]]:
+def _length_metrics(run_dir: str) -> Optional[Dict[str, Dict[str, float]]]:
   """The test metrics by session length of the finished run of `run_dir`, computed from its
-  weights once and kept beside the copy of its artefacts (committed with it)."""
-  copy = _copy_of(run_dir)
-  kept = os.path.join(copy, trainer_runs.SESSION_LENGTH_FILE)
+  weights once and kept beside the copy of its artefacts (committed with it); None when neither
+  they nor the weights are here (a fresh checkout has only the copy)."""
+  kept = os.path.join(_copy_of(run_dir), trainer_runs.SESSION_LENGTH_FILE)
   if os.path.isfile(kept):
     with open(kept) as cached:
       return json.load(cached)
   if not os.path.isdir(run_dir):
-    raise run_dir_lib.RunDirError(
-        f"{copy} holds the results of a run but not {trainer_runs.SESSION_LENGTH_FILE}, and its "
-        f"run folder (with the weights) is absent: move {copy} aside and train the run again for "
-        "Figure 7")
+    return None
   model, prepared, config = run_dir_lib.load_trained_model(run_dir)
   by_length = session_length.evaluate_by_length(model, prepared, "test",
                                                 max_length=config.train.max_length,
@@ -581,10 +578,17 @@ def _length_metrics(run_dir: str) -> Dict[str, Dict[str, float]]:
 
 def session_length_figure(spec, results, png_path) -> Tuple[List[str], Dict[str, Any], List[str]]:
   """Figure 7: HR@20 and MRR@20 of each row by session length (test split), table and plot."""
-  by_row = {}
+  by_row, found = {}, []
   for table_row in spec["rows"]:
-    per_run = [_length_metrics(os.path.join(os.path.dirname(_base(table_row)), run["folder"]))
-               for run in results[table_row.name]["runs"]]
+    per_run = []
+    for run in results[table_row.name]["runs"]:
+      by_length = _length_metrics(os.path.join(os.path.dirname(_base(table_row)), run["folder"]))
+      if by_length is None:
+        found.append(f"Not drawn: {run['folder']}, whose copy has no "
+                     f"{trainer_runs.SESSION_LENGTH_FILE} and whose run folder (the weights) is "
+                     "not in this checkout; move the copy aside and train the run again.")
+      else:
+        per_run.append(by_length)
     if per_run:
       by_row[table_row.name] = {group: {"examples": per_run[0][group]["examples"], **{
           metric: mean_std([run[group][metric] for run in per_run
@@ -613,7 +617,6 @@ def session_length_figure(spec, results, png_path) -> Tuple[List[str], Dict[str,
   figure.savefig(png_path)
   plt.close(figure)
   lines += ["", f"![By session length]({os.path.basename(png_path)})"]
-  found = []
   for high, low in spec["higher"]:
     if high in by_row and low in by_row:
       found += [f"{labels[high]} is below {labels[low]} on {NAMES[metric]}, session length {group}."

@@ -139,6 +139,13 @@ def test_a_fresh_checkout_uses_the_committed_copies_and_trains_nothing(folders, 
     reproduce(folders, "--table=fig7")
     _, after, _ = output_of(folders, "fig7")
     assert after["by_length"] == before["by_length"]
+    kept = copies / "gowalla-srgnn-on-synthetic" / "session_length_test.json"
+    kept.rename(kept.with_name("hidden.json"))  # Neither kept nor computable: not drawn, said so.
+    reproduce(folders, "--table=fig7")
+    markdown, after, _ = output_of(folders, "fig7")
+    assert set(after["by_length"]) == {"gowalla-attenmixer"}
+    assert "Not drawn: gowalla-srgnn-on-synthetic, whose copy has no" in markdown
+    kept.with_name("hidden.json").rename(kept)
     config_path = copies / "gowalla-srgnn-on-synthetic" / "config.json"
     original = config_path.read_text()
     stored = json.loads(original)
