@@ -566,7 +566,7 @@ def _length_metrics(run_dir: str) -> Optional[Dict[str, Dict[str, float]]]:
   if os.path.isfile(kept):
     with open(kept) as cached:
       return json.load(cached)
-  if not os.path.isdir(run_dir):
+  if not trainer_runs.is_finished(run_dir):
     return None
   model, prepared, config = run_dir_lib.load_trained_model(run_dir)
   by_length = session_length.evaluate_by_length(model, prepared, "test",
