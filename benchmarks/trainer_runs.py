@@ -3,12 +3,13 @@
 Shared by `benchmarks.full_run` (one run) and `benchmarks.reproduce` (the rows of a paper table).
 """
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 
@@ -67,11 +68,18 @@ def finished_folder(run_dir: str, destination: str) -> Optional[str]:
 def run_record(args: Sequence[str]) -> Dict[str, Any]:
   """The record (`{"experiment", "dataset"}`) that `python -m trainer.main args` trains today,
   with the current defaults (`--print_config`)."""
+  return json.loads(_printed_config(tuple(args)))
+
+
+@functools.lru_cache(maxsize=None)
+def _printed_config(args: Tuple[str, ...]) -> str:
+  """`python -m trainer.main args --print_config`'s JSON line, once per process and command (a
+  finished run is checked when trained and again when its table is written)."""
   result = subprocess.run([sys.executable, "-m", "trainer.main", *args, "--print_config"],
                           capture_output=True, text=True, check=False)
   if result.returncode:
     raise ValueError(f"python -m trainer.main {' '.join(args)}: {result.stderr.strip()}")
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return result.stdout.strip().splitlines()[-1]
 
 
 def configuration_changes(folder: str, args: Sequence[str]) -> List[str]:
