@@ -14,7 +14,7 @@ Where the time goes, as seconds for the whole split (one fixed batch timed, time
 batches): `steps_seconds`, the compiled evaluation step alone (no input pipeline, no per-batch
 dispatch); `query_tower_seconds`, the session encoder's forward pass; `ranking_seconds`, scoring
 the catalogue and ranking the targets from fixed session vectors (the floor's product plus
-normalisation, comparison and counting); `input_seconds`, one pass of the input pipeline alone;
+comparison and counting); `input_seconds`, one pass of the input pipeline alone;
 and one more evaluation pass over the real batches that times, per batch, fetching it
 (`loop_fetch_seconds`), the step call (`loop_step_seconds`) and reading the metric back
 (`loop_sync_seconds`). Each evaluation batch size of `--eval_batch_sizes` is measured this way.
@@ -77,6 +77,7 @@ def part_seconds(trainer, split: str, num_batches: int) -> Dict[str, float]:
   model = trainer.model
   jit_compile = trainer.train_config.jit_compile
   batches = trainer._distributed(split, training=False)
+  rows = trainer.eval_rows()
   started = time.perf_counter()
   for batch in batches:
     pass
@@ -89,7 +90,7 @@ def part_seconds(trainer, split: str, num_batches: int) -> Dict[str, float]:
     fetched = time.perf_counter()
     if batch is None:
       break
-    trainer._eval_step(batch)
+    trainer._eval_step(batch, rows)
     stepped = time.perf_counter()
     model.ranking_metrics[0].result().numpy()
     loop["fetch"] += fetched - started
@@ -99,17 +100,18 @@ def part_seconds(trainer, split: str, num_batches: int) -> Dict[str, float]:
   queries = model.query_tower(batch["items"], training=False)
 
   def step():
-    trainer._eval_step(batch)
+    trainer._eval_step(batch, rows)
     return model.ranking_metrics[0].result()
 
   @tf.function(jit_compile=jit_compile)
   def query_tower():
     return model.query_tower(batch["items"], training=False)
 
-  @tf.function(jit_compile=jit_compile)
-  def ranking():
-    logits = model.catalogue_logits(queries, training=False)
-    return tf.reduce_sum(metrics_lib.target_ranks(logits, batch["target"]))
+  ranks = tf.function(metrics_lib.target_ranks, jit_compile=jit_compile)
+
+  @tf.function
+  def ranking():  # as the evaluation step: the product natively, the ranking compiled
+    return tf.reduce_sum(ranks(tf.matmul(queries, rows, transpose_b=True), batch["target"]))
 
   seconds = {name: num_batches * common.time_calls(function, FLAGS.part_calls)
              for name, function in (("steps", step), ("query_tower", query_tower),

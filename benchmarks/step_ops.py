@@ -8,7 +8,8 @@ from typing import Callable, Dict
 
 def floor_parts(batch_size: int, num_items: int, dim: int, dtype,
                 jit_compile: bool) -> Dict[str, Callable]:
-  """The unavoidable work of one step as stock-op functions: the products and the Adam update."""
+  """The unavoidable work of one step as stock-op functions: the products and the Adam update
+  (Keras' Adam; `update_fused`: TensorFlow's fused Adam kernel, informative)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   table = tf.Variable(tf.random.normal([num_items, dim]), name="table")
   optimizer = tf.keras.optimizers.Adam(1e-3)
@@ -31,42 +32,53 @@ def floor_parts(batch_size: int, num_items: int, dim: int, dtype,
     optimizer.apply_gradients([(grad, table)])
     return table[0, 0]
 
-  return {"products": products, "update": update}
+  moments = [tf.Variable(tf.zeros_like(table)) for _ in range(2)]
+
+  @tf.function
+  def update_fused():
+    tf.raw_ops.ResourceApplyAdam(
+        var=table.handle, m=moments[0].handle, v=moments[1].handle, beta1_power=0.9,
+        beta2_power=0.999, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, grad=grad)
+    return table[0, 0]
+
+  return {"products": products, "update": update, "update_fused": update_fused}
 
 
-def lookup_gradient_parts(items, num_items: int, dim: int,
-                          jit_compile: bool) -> Dict[str, Callable]:
-  """The item table's gradient when the table is looked up by `items` [B, L] and multiplied.
+def tower_product_parts(batch_size: int, length: int, dim: int, num_heads: int,
+                        num_levels: int, dtype, jit_compile: bool) -> Dict[str, Callable]:
+  """The matrix products of the query tower (embedding encoder, Atten-Mixer readout with its key
+  and value maps folded into the queries and the pooled states, final projection), forward and
+  backward, as stock ops: `{"tower_products": fn}`.
 
-  `dense`: TensorFlow's way, the lookup's `IndexedSlices` gradient converted to a dense [N, d]
-  tensor and added to the product's. `scatter`: the lookup's gradient [B, L, d] scattered into
-  the product's dense gradient, no second [N, d] tensor. Both return the same gradient.
+  Per step: the L level maps `[B, d] x [d, d]`; the query map `[B L, d] x [d, d]`; per head the
+  key fold `[B L, d/h] x [d/h, d]`; per example the level logits `[h L, d] x [d, T]` and the
+  pooled states `[h, T] x [T, d]`; per head the value fold `[B, d] x [d, d/h]`; the projection
+  `[B, 2d] x [2d, d]`. Each product `y = a b` also forms `g b^T` and `a^T g`.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  table = tf.Variable(tf.random.normal([num_items, dim]), name="table")
-  items = tf.convert_to_tensor(items)
-  queries = tf.random.normal([items.shape[0], dim])
-  lookup_upstream = tf.random.normal(items.shape + [dim])
-  score_upstream = tf.random.normal([items.shape[0], num_items])
+  head = dim // num_heads
 
-  def loss_of(embeddings, rows):
-    return (tf.reduce_sum(embeddings * lookup_upstream) +
-            tf.reduce_sum(tf.matmul(queries, rows, transpose_b=True) * score_upstream))
+  def operands(batch_shape, m, k, n):
+    return tuple(tf.random.normal(list(batch_shape) + shape)
+                 for shape in ([m, k], [k, n], [m, n]))
+
+  products = [
+      operands([num_levels], batch_size, dim, dim),
+      operands([], batch_size * num_levels, dim, dim),
+      operands([num_heads], batch_size * num_levels, head, dim),
+      operands([batch_size], num_heads * num_levels, dim, length),
+      operands([batch_size], num_heads, length, dim),
+      operands([num_heads], batch_size, dim, head),
+      operands([], batch_size, 2 * dim, dim),
+  ]
 
   @tf.function(jit_compile=jit_compile)
-  def dense():
-    with tf.GradientTape() as tape:
-      loss = loss_of(tf.gather(table, items), table)
-    return tf.convert_to_tensor(tape.gradient(loss, table))
+  def tower_products():
+    outputs = []
+    for a, b, g in products:
+      a, b, g = (tf.cast(x, dtype) for x in (a, b, g))
+      outputs += [tf.matmul(a, b), tf.matmul(g, b, transpose_b=True),
+                  tf.matmul(a, g, transpose_a=True)]
+    return outputs  # whole outputs, so that XLA computes all of them
 
-  @tf.function(jit_compile=jit_compile)
-  def scatter():
-    with tf.GradientTape() as tape:
-      embeddings = tf.gather(tf.stop_gradient(table), items)
-      tape.watch(embeddings)
-      loss = loss_of(embeddings, table)
-    grad_embeddings, grad_table = tape.gradient(loss, [embeddings, table])
-    return tf.tensor_scatter_nd_add(grad_table, tf.reshape(items, [-1, 1]),
-                                    tf.reshape(grad_embeddings, [-1, dim]))
-
-  return {"dense": dense, "scatter": scatter}
+  return {"tower_products": tower_products}

@@ -12,6 +12,10 @@ Given normalised item states `h_1..h_n` of a session, `AttenMixer` computes (SPE
    then renormalised over the valid positions.
 4. Readout `s_h = sum_j a_h[j] (h_j W_h^V)`; the heads are concatenated, then LayerNorm.
 
+With `head_split="transpose"` the key and value maps are applied to the L queries and the pooled
+states instead of every position (`(Q W_h^Q)(h_j W_h^K)^T = (W_h^K (Q W_h^Q)^T)^T h_j^T`, and
+likewise for the values): the same outputs up to rounding, with a tenth of the products.
+
 The authors' code differs in places; each difference is an option (see `__init__`), the paper's
 behaviour being the default. With the default options the output does not depend on the amount or
 side of padding.
@@ -24,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_attenmixer import config as config_lib
+from tfrs_attenmixer import dropout as dropout_lib
 from tfrs_attenmixer import readouts
 
 ModelConfig = config_lib.ModelConfig
@@ -127,7 +132,11 @@ class AttenMixer(readouts.Readout):
     self.query_projection = tf.keras.layers.Dense(dim, dtype=dtype, name="query")
     self.key_projection = tf.keras.layers.Dense(dim, dtype=dtype, name="key")
     self.value_projection = tf.keras.layers.Dense(dim, dtype=dtype, name="value")
-    self.attention_dropout = tf.keras.layers.Dropout(self.dropout, dtype=dtype)
+    # With head_split="transpose" the key and value maps are folded into the queries and the
+    # pooled states (see `_folded_heads`), so these layers are never called: build them here.
+    self.key_projection.build(tf.TensorShape([None, dim]))
+    self.value_projection.build(tf.TensorShape([None, dim]))
+    self.attention_dropout = dropout_lib.CounterDropout(self.dropout, dtype=dtype)
     self.output_norm = (
         tf.keras.layers.LayerNormalization(epsilon=1e-8, dtype=dtype, name="layer_norm")
         if self.layer_norm else None)
@@ -144,9 +153,17 @@ class AttenMixer(readouts.Readout):
     level_maps = self._level_attention(self._level_queries(states, mask), states, mask)
     pooled = self._pool(level_maps, mask)
     weights = tf.cast(self.attention_dropout(pooled, training=training), states.dtype)
-    values = tf.reshape(self.value_projection(states),
-                        [tf.shape(states)[0], tf.shape(states)[1], self.num_heads, -1])
-    summary = tf.einsum("bht,bthd->bhd", weights, values)  # [batch, heads, dim / heads]
+    if self.head_split == "transpose":
+      # sum_t w_t (h_t W_h^V + b_h^V) = (sum_t w_t h_t) W_h^V + (sum_t w_t) b_h^V: the value map
+      # is applied once per head instead of once per position.
+      kernel, bias = self._folded_heads(self.value_projection, states.dtype)
+      pooled_states = tf.einsum("bht,bte->bhe", weights, states)  # [batch, heads, dim]
+      summary = (tf.einsum("bhe,ehd->bhd", pooled_states, kernel) +
+                 tf.reduce_sum(weights, axis=-1)[..., None] * bias)
+    else:
+      values = tf.reshape(self.value_projection(states),
+                          [tf.shape(states)[0], tf.shape(states)[1], self.num_heads, -1])
+      summary = tf.einsum("bht,bthd->bhd", weights, values)  # [batch, heads, dim / heads]
     summary = tf.reshape(summary, [tf.shape(states)[0], states.shape[-1]])
     if self.output_norm is not None:
       summary = self.output_norm(summary)
@@ -187,6 +204,13 @@ class AttenMixer(readouts.Readout):
       return tf.reshape(x, [batch, self.num_heads, n, -1])
     return tf.transpose(tf.reshape(x, [batch, n, self.num_heads, -1]), [0, 2, 1, 3])
 
+  def _folded_heads(self, projection: tf.keras.layers.Dense,
+                    dtype: tf.DType) -> Tuple[tf.Tensor, tf.Tensor]:
+    """A dense map's kernel [dim, heads, dim / heads] and bias [heads, dim / heads] per head."""
+    dim = projection.kernel.shape[0]
+    kernel = tf.reshape(tf.cast(projection.kernel, dtype), [dim, self.num_heads, -1])
+    return kernel, tf.reshape(tf.cast(projection.bias, dtype), [self.num_heads, -1])
+
   def _map_dtype(self) -> tf.DType:
     dtype = tf.as_dtype(self.compute_dtype)
     return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
@@ -195,8 +219,17 @@ class AttenMixer(readouts.Readout):
                        mask: tf.Tensor) -> tf.Tensor:
     """Per-level attention maps over positions [batch, heads, L, length]."""
     q = self._split_heads(self.query_projection(queries))
-    k = self._split_heads(self.key_projection(states))
-    logits = tf.cast(tf.einsum("bhld,bhtd->bhlt", q, k), self._map_dtype())
+    if self.head_split == "transpose":
+      # q . (h_t W_h^K + b_h^K) = (W_h^K q) . h_t + q . b_h^K: the key map is applied to the L
+      # queries instead of every position (the same logits up to rounding).
+      kernel, bias = self._folded_heads(self.key_projection, states.dtype)
+      folded = tf.einsum("bhld,ehd->bhle", q, kernel)  # [batch, heads, L, dim]
+      logits = (tf.einsum("bhle,bte->bhlt", folded, states) +
+                tf.einsum("bhld,hd->bhl", q, bias)[..., None])
+      logits = tf.cast(logits, self._map_dtype())
+    else:
+      k = self._split_heads(self.key_projection(states))
+      logits = tf.cast(tf.einsum("bhld,bhtd->bhlt", q, k), self._map_dtype())
     if self.attention_scoring == "softmax":
       logits /= math.sqrt(states.shape[-1] // self.num_heads)
     else:

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from tfrs_attenmixer import dropout as dropout_lib
 from tfrs_attenmixer import session_graph as graph_lib
 from tfrs_attenmixer.config import ModelConfig
 
@@ -53,7 +54,7 @@ class ItemEncoder(tf.keras.layers.Layer):
     self.normalize = normalize
     self.normalize_after_dropout = normalize_after_dropout
     self.supports_masking = True
-    self.state_dropout = tf.keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+    self.state_dropout = dropout_lib.CounterDropout(dropout, dtype=self.dtype_policy)
 
   def build(self, input_shape=None):
     bound = 1.0 / math.sqrt(self.embedding_dim)  # SR-GNN's initialisation

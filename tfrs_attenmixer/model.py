@@ -10,12 +10,14 @@ A batch is `{"items": int [batch, length] (0 = padding, either side), "target": 
 """
 
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_attenmixer import attenmixer
+from tfrs_attenmixer import catalogue_softmax
+from tfrs_attenmixer import dropout as dropout_lib
 from tfrs_attenmixer import encoders
 from tfrs_attenmixer import losses
 from tfrs_attenmixer import metrics as metrics_lib
@@ -103,6 +105,18 @@ def inverse_norms(rows: tf.Tensor) -> tf.Tensor:
   return tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(rows), axis=-1), 1e-12))
 
 
+class _FunctionCache:
+  """Functions built once per key; a plain object, so Keras does not track (or save) them."""
+
+  def __init__(self):
+    self._functions = {}
+
+  def get(self, key, build):
+    if key not in self._functions:
+      self._functions[key] = build()
+    return self._functions[key]
+
+
 class SessionRetrievalModel(tfrs.Model):
   """Atten-Mixer (or a baseline, per `ModelConfig`) as a TFRS retrieval model.
 
@@ -110,7 +124,10 @@ class SessionRetrievalModel(tfrs.Model):
   catalogue or sampled softmax) and the full-softmax loss in evaluation, where it also updates the
   ranking metrics (`hr_at_K`, `mrr_at_K`, `ndcg_at_K`, K = 5, 10, 20) over the whole catalogue.
   Training scores are one matmul of the session vectors against the normalised table in the
-  compute dtype; evaluation scores are float32 (no ties from bfloat16 rounding).
+  compute dtype of the global policy when the model is built (`score_dtype`: bfloat16 under
+  `mixed_bfloat16`, where the CPU's bfloat16 products are fastest); the query tower runs in
+  `tower_dtype` (float32 by default: XLA's CPU dot, which runs it, has no fast bfloat16 path);
+  evaluation scores are float32 (no ties from bfloat16 rounding).
 
   Call `create_weights(max_length, seed)` before training: it creates the weights and draws the
   default "uniform" initialisation (training without it is an error unless
@@ -121,6 +138,7 @@ class SessionRetrievalModel(tfrs.Model):
                config: ModelConfig,
                num_items: int,
                item_counts: Optional[Sequence[float]] = None,
+               tower_dtype: Optional[str] = "float32",
                **kwargs):
     """Initialises the model.
 
@@ -129,21 +147,27 @@ class SessionRetrievalModel(tfrs.Model):
       num_items: N; item ids are 1..N, 0 is padding.
       item_counts: optional [N + 1] target frequencies in the training data, used only by the
         sampled softmax's logQ correction (uniform when absent).
+      tower_dtype: the dtype policy of the query tower ("float32" by default, whatever the
+        global policy; None follows the global policy).
       **kwargs: `tf.keras.Model` arguments.
     """
     super().__init__(**kwargs)
     self.config = config
     self._weights_drawn = config.initialization != "uniform"  # else by create_weights
     self.num_items = num_items
-    self.query_tower = QueryTower(config, num_items, name="query_tower")
+    # Under a mixed policy only the catalogue scores use its compute dtype (see the class doc).
+    self.score_dtype = tf.as_dtype(tf.keras.mixed_precision.global_policy().compute_dtype)
+    self.query_tower = QueryTower(config, num_items, name="query_tower", dtype=tower_dtype)
     # float32: evaluation scores the unrounded table even under mixed precision.
-    self.table_dropout = tf.keras.layers.Dropout(config.table_dropout, dtype="float32")
+    self.table_dropout = dropout_lib.CounterDropout(config.table_dropout, dtype="float32")
     self.sampled_loss = None
     if config.loss == "sampled_softmax":
       self.sampled_loss = losses.SampledSoftmaxLoss(
           num_items, config.scale, in_batch_negatives=config.in_batch_negatives,
           num_uniform_negatives=config.num_uniform_negatives, item_counts=item_counts)
     self.ranking_metrics = metrics_lib.ranking_metrics()
+    # jit_compile -> the query tower as a tf.function (training); untracked, never saved.
+    self._compiled_towers = _FunctionCache()
 
   def create_weights(self, max_length: int, seed: int = 0) -> None:
     """Creates every weight and initialises it as `config.initialization` says.
@@ -212,6 +236,76 @@ class SessionRetrievalModel(tfrs.Model):
         loss = tf.identity(loss)
     return loss
 
+  def full_softmax_gradients(self, inputs: Mapping[str, tf.Tensor],
+                             variables: Sequence[tf.Variable], loss_weight: float = 1.0,
+                             l2: float = 0.0, jit_compile: bool = True
+                            ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+    """The training loss of a batch and the gradients of `loss_weight * loss + l2 / 2 |w|^2`.
+
+    The same values as differentiating `compute_loss(inputs, training=True)` with the full
+    softmax (`catalogue_softmax` explains how they are computed faster); the table's gradient is
+    dense.
+
+    Args:
+      inputs: `{"items": int [B, length], "target": int [B]}`.
+      variables: the trainable variables to differentiate, the item table among them.
+      loss_weight: factor of the loss (e.g. 1 / replicas).
+      l2: weight decay, added to each gradient as `l2 * variable`.
+      jit_compile: compile the query tower's forward and backward pass with XLA.
+
+    Returns:
+      The loss (a scalar, unweighted) and one float32 gradient per variable.
+    """
+    if self.config.loss != "full_softmax":
+      raise ValueError("full_softmax_gradients needs config.loss='full_softmax'.")
+    if not self._weights_drawn:
+      raise RuntimeError("SessionRetrievalModel: call create_weights() before training.")
+    table = self.encoder.item_table
+    if not any(v is table for v in variables):
+      raise ValueError("full_softmax_gradients: `variables` must include the item table.")
+    # The table's value, not the variable: a tf.function traced (inside another function) with
+    # one model's variable would otherwise be reused for another model's variable.
+    table_value = tf.convert_to_tensor(table)
+    tower = self._compiled_towers.get(jit_compile, lambda: tf.function(
+        lambda items: self.query_tower(items, training=True), jit_compile=jit_compile))
+    targets = tf.cast(inputs["target"], tf.int32)
+    rate = self.config.table_dropout
+    keys = self.table_dropout.draw_keys() if rate else tf.zeros([2], tf.int32)
+    dtype = self.score_dtype
+    options = dict(rate=rate, scale=self.config.scale, normalize=self.config.normalize)
+    rows, factors, keep = catalogue_softmax.candidate_rows(table_value, keys, dtype=dtype,
+                                                            **options)
+    with tf.GradientTape() as tape:
+      queries = tower(inputs["items"])
+    batch = tf.shape(targets)[0]
+    # d loss / d (one example's cross-entropy), whatever compute_average_loss divides by.
+    example_weight = (loss_weight * tf.nn.compute_average_loss(tf.ones([batch])) /
+                      tf.cast(batch, tf.float32))
+    per_example, grad_queries, grad_rows, target_rows, probabilities, logits = (
+        catalogue_softmax.softmax_products(queries, rows, targets, example_weight))
+    # The normalisation's projections from the [B, N] scores when that is the smaller sum.
+    static_batch = targets.shape[0]
+    scores = ((probabilities, logits, example_weight)
+              if static_batch is not None and static_batch < table.shape[1] else None)
+    loss = tf.nn.compute_average_loss(per_example)
+    tower_grads = tape.gradient(queries, list(variables), output_gradients=grad_queries,
+                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = []
+    for variable, grad in zip(variables, tower_grads):
+      if variable is table:
+        if isinstance(grad, tf.IndexedSlices):
+          lookup_ids, lookup_values = grad.indices, grad.values
+        else:
+          lookup_ids, lookup_values = tf.range(tf.shape(table)[0]), grad
+        grads.append(catalogue_softmax.table_gradient(
+            table_value, keys, factors=factors, keep=keep, grad_rows=grad_rows,
+            row_ids=targets - 1, row_values=target_rows, lookup_ids=tf.cast(lookup_ids, tf.int32),
+            lookup_values=lookup_values, l2=l2, scores=scores, **options))
+      else:
+        grad = tf.convert_to_tensor(grad)
+        grads.append(grad + l2 * variable if l2 else grad)
+    return loss, grads
+
   def catalogue_logits(self, queries: tf.Tensor, training: bool = False) -> tf.Tensor:
     """Scores float32 [batch, N] of session vectors [batch, dim] against the whole catalogue.
 
@@ -224,7 +318,7 @@ class SessionRetrievalModel(tfrs.Model):
     so that ranks have no ties from rounding.
     """
     table = tf.cast(self.encoder.item_table, tf.float32)
-    dtype = self.query_tower.compute_dtype if training else tf.float32
+    dtype = self.score_dtype if training else tf.float32
     rows = self.table_dropout(table, training=training)
     logits = self.config.scale * tf.cast(
         tf.matmul(tf.cast(queries, dtype), tf.cast(rows, dtype), transpose_b=True), tf.float32)

@@ -42,8 +42,12 @@ class TrainConfig:
       "one_device".
     num_cpu_devices: split the CPU into this many logical devices (so "mirrored" has that many
       replicas on a machine without accelerators); 0 leaves the devices alone.
-    mixed_precision: "float32" or "bfloat16" (Keras mixed_bfloat16 policy).
-    jit_compile: compile the training step with XLA.
+    mixed_precision: "float32" or "bfloat16": the catalogue's score products and softmax in
+      bfloat16 (Keras' mixed_bfloat16 policy when the model is built; the query tower and every
+      variable stay float32).
+    jit_compile: compile the query tower's training and evaluation passes with XLA (the whole
+      step for the sampled softmax); the full softmax's table passes are always compiled and its
+      score products always run natively (`tfrs_attenmixer/catalogue_softmax.py`).
     evaluate_test_every_epoch: also evaluate the test set after every epoch, for the authors'
       protocol (best test number over epochs); it is never used to select the epoch.
     train_on_valid: train on the validation split too (all the published training sessions),

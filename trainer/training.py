@@ -27,10 +27,12 @@ import tqdm
 
 from data.pipeline import InputConfig, make_dataset, training_steps_per_epoch
 from data.prepared import ALL_TRAINING, PreparedDataset
+from tfrs_attenmixer import metrics as metrics_lib
 from tfrs_attenmixer.model import SessionRetrievalModel
 from trainer.config import ExperimentConfig
 from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR, write_error_reason
 from trainer.cluster import TaskInfo
+from trainer.optimizer import FusedAdam
 
 SELECTION_METRIC = "mrr_at_20"
 
@@ -163,10 +165,8 @@ class Trainer:
           cfg.learning_rate, decay_steps=cfg.lr_decay_epochs * self.steps_per_epoch,
           decay_rate=cfg.lr_decay, staircase=True)
       # PyTorch's Adam epsilon, as in the authors' code; L2 is added to the gradients below.
-      self.optimizer = tf.keras.optimizers.Adam(self.schedule, epsilon=1e-8)
-      # Keras compiles the update only when a GPU is present; on CPU XLA fuses Adam's passes over
-      # the item table too (measured in benchmarks/train_step.py).
-      self.optimizer.jit_compile = cfg.jit_compile
+      # Keras' Adam with TensorFlow's fused update kernel (trainer/optimizer.py).
+      self.optimizer = FusedAdam(self.schedule, epsilon=1e-8)
       self.optimizer.build(self.model.trainable_variables)
     # Bookkeeping, identical on every worker: plain local variables (collectives cannot broadcast
     # strings), checkpointed with the rest.
@@ -203,14 +203,21 @@ class Trainer:
     # Per replica: gradients of mean loss / replicas, summed over replicas by the optimizer.
     l2 = cfg.l2 / num_replicas
 
-    @tf.function(jit_compile=cfg.jit_compile)
-    def gradients(batch):
-      with tf.GradientTape() as tape:
-        loss = model.compute_loss(batch, training=True)
-        scaled = loss / num_replicas
-      grads = tape.gradient(scaled, variables)
-      grads = [tf.convert_to_tensor(g) + l2 * v if l2 else g for g, v in zip(grads, variables)]
-      return loss, grads
+    if model.config.loss == "full_softmax":
+      # The scores' products and softmax natively, the rest compiled (catalogue_softmax.py).
+      @tf.function
+      def gradients(batch):
+        return model.full_softmax_gradients(batch, variables, loss_weight=1.0 / num_replicas,
+                                            l2=l2, jit_compile=cfg.jit_compile)
+    else:
+      @tf.function(jit_compile=cfg.jit_compile)
+      def gradients(batch):
+        with tf.GradientTape() as tape:
+          loss = model.compute_loss(batch, training=True)
+          scaled = loss / num_replicas
+        grads = tape.gradient(scaled, variables)
+        grads = [tf.convert_to_tensor(g) + l2 * v if l2 else g for g, v in zip(grads, variables)]
+        return loss, grads
 
     self.gradients = gradients  # one replica's loss and gradients (timed by benchmarks/)
 
@@ -227,21 +234,30 @@ class Trainer:
     return train_step
 
   def _make_eval_step(self) -> Callable:
-    model = self.model
+    """`eval_step(batch, rows)`: updates the ranking metrics with a batch scored against
+    `rows = self.eval_rows()`. The query tower and the ranking (one fused pass over the scores)
+    are compiled; the [batch, d] x [d, N] product runs natively, where it is fastest on a CPU."""
+    model, jit_compile = self.model, self.train_config.jit_compile
+    tower = tf.function(lambda items: model.query_tower(items, training=False),
+                        jit_compile=jit_compile)
+    ranks = tf.function(metrics_lib.target_ranks, jit_compile=jit_compile)
 
-    # XLA fuses the ranking (normalisation, comparison with the target's score, counts) into one
-    # pass over the scores (benchmarks/evaluation.py).
-    @tf.function(jit_compile=self.train_config.jit_compile)
-    def replica_eval_step(batch):
-      model.compute_loss(batch, training=False)
+    def replica_eval_step(batch, rows):
+      scores = tf.matmul(tower(batch["items"]), rows, transpose_b=True)
+      updates = ranks(scores, batch["target"])
+      for metric in model.ranking_metrics:
+        metric.update_state(updates)
 
     @tf.function
-    def eval_step(batch):
-      # Called from a Python function, as in training, so that each replica's call of the
-      # compiled function is placed on that replica's device.
-      self.strategy.run(lambda replica_batch: replica_eval_step(replica_batch), args=(batch,))
+    def eval_step(batch, rows):
+      self.strategy.run(replica_eval_step, args=(batch, rows))
 
     return eval_step
+
+  def eval_rows(self) -> tf.Tensor:
+    """The candidate rows [N, d] float32 that evaluation scores against (the normalised table;
+    the scores' scale does not change ranks)."""
+    return self.model.candidate_embeddings()
 
   def _distributed(self, split: str, training: bool, epoch: int = 0, skip_steps: int = 0):
     input_config = self.input_config if training else self.eval_input_config
@@ -298,8 +314,9 @@ class Trainer:
     """Full-catalogue HR/MRR/NDCG at 5, 10, 20 on a split, as fractions."""
     for metric in self.model.ranking_metrics:
       metric.reset_state()
+    rows = self.eval_rows()
     for batch in self._distributed(split, training=False):
-      self._eval_step(batch)
+      self._eval_step(batch, rows)
     return {m.name: float(m.result().numpy()) for m in self.model.ranking_metrics}
 
   def _train_epoch(self, epoch: int, start_step: int) -> float:

@@ -1,0 +1,67 @@
+"""`CounterDropout`: Keras' dropout distribution from a hashed mask, resumable and recomputable."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_attenmixer import dropout
+
+
+@pytest.fixture(autouse=True)
+def _generators():
+  tf.keras.backend.experimental.enable_tf_random_generator()
+  tf.keras.utils.set_random_seed(11)
+
+
+def test_rate_scale_and_independence_over_a_large_table():
+  layer = dropout.CounterDropout(0.1)
+  x = tf.ones([30000, 256])
+  first, second = (layer(x, training=True).numpy() for _ in range(2))
+  n = first.size
+  kept = first != 0
+  # Kept fraction within 5 standard deviations of 0.9; kept values scaled by 1 / 0.9.
+  assert abs(kept.mean() - 0.9) < 5 * np.sqrt(0.09 / n)
+  np.testing.assert_allclose(first[kept], 1 / 0.9, rtol=1e-6)
+  bound = 5 / np.sqrt(kept.shape[0] * (kept.shape[1] - 1))
+  masks = kept.astype(np.float32)
+  for a, b in [(masks[:, :-1], masks[:, 1:]), (masks[:-1], masks[1:]),
+               (masks, (second != 0).astype(np.float32))]:
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < bound
+  # Every column and every bit of the row index matter: per-column rates are all near 0.9.
+  assert np.abs(kept.mean(axis=0) - 0.9).max() < 5 * np.sqrt(0.09 / kept.shape[0])
+
+
+def test_inference_and_rate_zero_are_identity():
+  x = tf.random.normal([4, 5])
+  np.testing.assert_array_equal(dropout.CounterDropout(0.5)(x, training=False), x)
+  np.testing.assert_array_equal(dropout.CounterDropout(0.0)(x, training=True), x)
+
+
+def test_same_generator_state_same_mask_and_rows_recompute_it():
+  layer = dropout.CounterDropout(0.3)
+  x = tf.ones([7, 9])
+  layer(x, training=True)  # creates the generator
+  generator = layer._random_generator._generator  # pylint: disable=protected-access
+  state = tf.identity(generator.state)
+  keys = layer.draw_keys()
+  generator.state.assign(state)
+  first = layer(x, training=True).numpy()
+  generator.state.assign(state)
+  np.testing.assert_array_equal(layer(x, training=True), first)
+  # The bits of selected rows are those rows' bits in the whole tensor.
+  bits = dropout.random_bits([7, 9], keys).numpy()
+  np.testing.assert_array_equal(dropout.rows_random_bits(tf.constant([2, 5]), 9, keys),
+                                bits[[2, 5]])
+  np.testing.assert_array_equal(first != 0, bits >= dropout.drop_threshold(0.3).numpy())
+
+
+def test_under_xla_same_as_eager_and_config_round_trip():
+  keys = tf.constant([3, 4])
+  eager = dropout.keep_mask([5, 6, 7], keys, 0.2)
+  compiled = tf.function(lambda k: dropout.keep_mask([5, 6, 7], k, 0.2), jit_compile=True)
+  np.testing.assert_array_equal(compiled(keys), eager)
+  layer = dropout.CounterDropout(0.25, name="d")
+  clone = dropout.CounterDropout.from_config(layer.get_config())
+  assert clone.rate == 0.25
+  with pytest.raises(ValueError, match="noise_shape"):
+    dropout.CounterDropout(0.1, noise_shape=[1, 2])
