@@ -144,3 +144,18 @@ def test_two_trainers_in_one_process_do_not_share_a_table(synthetic_prepared, tm
   batch = next(iter(second._distributed("train", training=True)))  # pylint: disable=protected-access
   expected = second.model.compute_loss(batch, training=True).numpy()
   np.testing.assert_allclose(second._train_step(batches).numpy(), expected, rtol=1e-5)  # pylint: disable=protected-access
+
+
+def test_unbounded_scores_keep_a_finite_loss():
+  """Unnormalised scores far apart: the target's softmax probability underflows to 0, the loss
+  must still be the finite cross-entropy."""
+  from tfrs_attenmixer import catalogue_softmax  # pylint: disable=g-import-not-at-top
+  queries = tf.constant([[100.0, 0.0], [0.0, 1.0]])
+  rows = tf.constant([[10.0, 0.0], [-10.0, 0.0], [0.0, 1.0]])
+  targets = tf.constant([2, 3])
+  per_example = catalogue_softmax.softmax_products(queries, rows, targets, 1.0,
+                                                   bounded=False)[0].numpy()
+  logits = queries.numpy() @ rows.numpy().T
+  expected = [np.logaddexp.reduce(row) - row[t - 1] for row, t in zip(logits, [2, 3])]
+  np.testing.assert_allclose(per_example, expected, rtol=1e-6)
+  assert per_example[0] == pytest.approx(2000.0)

@@ -134,8 +134,13 @@ def table_gradient(table: tf.Tensor, keys: tf.Tensor, factors: tf.Tensor,
   return tf.tensor_scatter_nd_add(dense, ids[:, None], values)
 
 
+# Largest |logit| for which `-log softmax(Z)[target]` cannot underflow in float32 or bfloat16:
+# a gap of 2 * 40 between logits gives probabilities of e^-80 / N, far above 1e-38.
+BOUNDED_LOGIT = 40.0
+
+
 def softmax_products(queries: tf.Tensor, rows: tf.Tensor, targets: tf.Tensor,
-                     example_weight: tf.Tensor
+                     example_weight: tf.Tensor, bounded: bool = True
                     ) -> Tuple[tf.Tensor, ...]:
   """The softmax cross-entropy of `Z = q R^T` and the dense parts of its gradients (native ops).
 
@@ -144,6 +149,9 @@ def softmax_products(queries: tf.Tensor, rows: tf.Tensor, targets: tf.Tensor,
     rows: `R` [N, d] in the compute dtype.
     targets: int [B] in 1..N.
     example_weight: scalar, d loss / d (one example's cross-entropy).
+    bounded: every |logit| is at most `BOUNDED_LOGIT` (unit queries and rows of norm at most
+      `BOUNDED_LOGIT`), so the loss is read off the softmax; otherwise it is computed as
+      `logsumexp(Z) - Z[target]`, which costs one more pass over Z.
 
   Returns:
     per_example: float32 [B] cross-entropies.
@@ -157,8 +165,12 @@ def softmax_products(queries: tf.Tensor, rows: tf.Tensor, targets: tf.Tensor,
   logits = tf.matmul(q, rows, transpose_b=True)  # [B, N]
   probabilities = tf.nn.softmax(logits)
   index = tf.cast(targets, tf.int32) - 1
-  target_probability = tf.gather(probabilities, index, axis=1, batch_dims=1)
-  per_example = -tf.math.log(tf.cast(target_probability, tf.float32))
+  if bounded:
+    target_probability = tf.gather(probabilities, index, axis=1, batch_dims=1)
+    per_example = -tf.math.log(tf.cast(target_probability, tf.float32))
+  else:
+    per_example = (tf.reduce_logsumexp(tf.cast(logits, tf.float32), axis=1) -
+                   tf.cast(tf.gather(logits, index, axis=1, batch_dims=1), tf.float32))
   weight = tf.cast(example_weight, tf.float32)
   grad_queries = weight * (tf.cast(tf.matmul(probabilities, rows), tf.float32) -
                            tf.cast(tf.gather(rows, index), tf.float32))

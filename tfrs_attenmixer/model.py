@@ -282,7 +282,10 @@ class SessionRetrievalModel(tfrs.Model):
     example_weight = (loss_weight * tf.nn.compute_average_loss(tf.ones([batch])) /
                       tf.cast(batch, tf.float32))
     per_example, grad_queries, grad_rows, target_rows, probabilities, logits = (
-        catalogue_softmax.softmax_products(queries, rows, targets, example_weight))
+        catalogue_softmax.softmax_products(
+            queries, rows, targets, example_weight,
+            bounded=self.config.normalize and (self.config.scale / (1.0 - rate) <=
+                                               catalogue_softmax.BOUNDED_LOGIT)))
     # The normalisation's projections from the [B, N] scores when that is the smaller sum.
     static_batch = targets.shape[0]
     scores = ((probabilities, logits, example_weight)
