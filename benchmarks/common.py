@@ -7,9 +7,10 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 from data.atomic import atomic_output
+from trainer.hardware import cpu_bf16_features
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 BENCHMARKS_FILE = os.path.join(RESULTS_DIR, "benchmarks.json")
@@ -24,23 +25,6 @@ def cpu_model() -> str:
   except OSError:
     pass
   return platform.processor() or "unknown"
-
-
-# CPU flags (/proc/cpuinfo) that give TensorFlow's oneDNN kernels fast bfloat16 products.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_bf16_features() -> List[str]:
-  """Which of `BF16_FLAGS` the CPU has (empty: bfloat16 products are emulated, not faster)."""
-  try:
-    with open("/proc/cpuinfo") as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith("flags"):
-          flags = set(line.split(":", 1)[1].split())
-          return [flag for flag in BF16_FLAGS if flag in flags]
-  except OSError:
-    pass
-  return []
 
 
 def proc_bytes(path: str, field: str) -> Optional[int]:

@@ -176,7 +176,7 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
                     TaskInfo("worker", 0, 1, True))
   iterator = iter(trainer._distributed("train", training=True))  # pylint: disable=protected-access
   step = lambda: trainer._train_step(iterator)  # pylint: disable=protected-access
-  dtype = tf.bfloat16 if config.train.mixed_precision == "bfloat16" else tf.float32
+  dtype = tf.bfloat16 if trainer.precision == "bfloat16" else tf.float32
   floors = {kind: {**step_ops.floor_parts(batch_size, prepared.num_items,
                                          config.model.embedding_dim, dtype, jit),
                    **step_ops.tower_product_parts(

@@ -12,7 +12,7 @@ from data.input_config import SHARD_POLICIES, TRAIN_ORDERS, InputConfig
 from tfrs_attenmixer.config import VARIANTS, ModelConfig, check_choice
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +42,10 @@ class TrainConfig:
       "one_device".
     num_cpu_devices: split the CPU into this many logical devices (so "mirrored" has that many
       replicas on a machine without accelerators); 0 leaves the devices alone.
-    mixed_precision: "float32" or "bfloat16": the catalogue's score products and softmax in
-      bfloat16 (Keras' mixed_bfloat16 policy when the model is built; the query tower and every
-      variable stay float32).
+    mixed_precision: "float32", "bfloat16" (the catalogue's score products and softmax in
+      bfloat16: Keras' mixed_bfloat16 policy when the model is built; the query tower and every
+      variable stay float32) or "auto" (bfloat16 where the CPU has bfloat16 kernels,
+      `trainer.hardware`, else float32).
     jit_compile: compile the query tower's training and evaluation passes with XLA (the whole
       step for the sampled softmax); the full softmax's table passes are always compiled and its
       score products always run natively (`tfrs_attenmixer/catalogue_softmax.py`).

@@ -31,6 +31,7 @@ from tfrs_attenmixer import metrics as metrics_lib
 from tfrs_attenmixer.model import SessionRetrievalModel
 from trainer.config import ExperimentConfig
 from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR, write_error_reason
+from trainer import hardware
 from trainer.cluster import TaskInfo
 from trainer.optimizer import FusedAdam
 
@@ -156,7 +157,11 @@ class Trainer:
     # Dropout draws from tf.random.Generator objects whose states are variables, so they are
     # checkpointed and a resumed run draws the same masks as an uninterrupted one.
     tf.keras.backend.experimental.enable_tf_random_generator()
-    if cfg.mixed_precision == "bfloat16":
+    self.precision = hardware.resolve_precision(cfg.mixed_precision)
+    if cfg.mixed_precision == "auto":
+      logging.info("--mixed_precision=auto: %s (CPU bfloat16 features: %s)", self.precision,
+                   ", ".join(hardware.cpu_bf16_features()) or "none")
+    if self.precision == "bfloat16":
       tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     with self.strategy.scope():
       self.model = SessionRetrievalModel(self.config.model, self.prepared.num_items)
