@@ -1,29 +1,23 @@
-r"""A full training run with the paper's protocol and its refit, artefacts copied into results/.
+r"""`python -m trainer.main` under the full protocol, its artefacts copied into results/.
 
     python -m benchmarks.full_run --dataset=gowalla [--variant=attenmixer] [--runs_dir=runs] \
         [--results_dir=results] [-- trainer flags]
 
-Two `python -m trainer.main` runs, each resumable (rerun the same command after an interruption;
-a finished stage is not run again, nor is one whose results of the same configuration are
-committed, so a fresh checkout with the selection stage's results only trains the refit):
+Runs the trainer's default protocol (selection on validation, then the refit on all training
+sessions; see `trainer.main`) in `<runs_dir>/<dataset>-<variant>-full`, its log teed to that path
+plus `.log`, then copies each stage's `metrics.json`, `config.json`, the log and a `command.txt`
+holding this command to `<results_dir>/<dataset>/<variant>/` (selection) and `.../refit/`.
 
-1. Selection: the paper's protocol on the training split, early stopping on the validation split
-   (the most recent 10% of the training sessions), in `runs/<dataset>-<variant>-full`.
-2. Refit: the same configuration trained on all the training sessions (`--train_on_valid`) for the
-   number of epochs selected in 1, in `runs/<dataset>-<variant>-full-refit`. Its last epoch's
-   test metrics are the honest result; the test set decided nothing.
-
-Each stage's log is teed to its run folder plus `.log`; its `metrics.json`, `config.json`, log
-and a `command.txt` holding this command go to `<results_dir>/<dataset>/<variant>/` (selection) and
-`<results_dir>/<dataset>/<variant>/refit/`.
+Resumable: rerun the same command after an interruption. In a fresh checkout (run folders gone)
+whose results hold the selection stage, the trainer refits from that copy (`--selection_from`), so
+only the refit is trained; with the refit's results too, nothing is. A committed stage of another
+configuration (e.g. from before a default changed) is reported and neither reused nor overwritten.
 """
 
 import os
-from typing import Optional, Tuple
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from benchmarks import common
 from benchmarks import trainer_runs
@@ -35,31 +29,13 @@ flags.DEFINE_string("runs_dir", "runs", "Where run folders are kept.")
 flags.DEFINE_string("results_dir", common.RESULTS_DIR, "Where <dataset>/<variant>/ is written.")
 
 
-def run_stage(args, run_dir: str, destination: str) -> Tuple[int, Optional[str]]:
-  """Trains one stage unless it is finished, then copies its artefacts to `destination`.
-
-  A stage is finished when its run folder has its metrics, or when `destination` holds them (a
-  fresh checkout with committed results, whose run folders are gone); in both cases only with
-  the configuration the command trains today (not one from before a default changed).
-
-  Returns:
-    The trainer's exit code (0 when finished) and the folder holding the stage's metrics.json
-    (None unless finished).
-  """
-  code = trainer_runs.train_and_copy(args, run_dir, destination, common.environment()["command"])
-  return code, trainer_runs.finished_folder(run_dir, destination)
-
-
 def main(argv):
   run_dir = trainer_runs.full_run_dir(FLAGS.runs_dir, FLAGS.dataset, FLAGS.variant)
   destination = os.path.join(FLAGS.results_dir, FLAGS.dataset, FLAGS.variant)
-  args = [*trainer_runs.full_run_args(FLAGS.runs_dir, FLAGS.dataset, FLAGS.variant), *argv[1:]]
-  code, selection = run_stage(args, run_dir, destination)
-  if code:
-    return code
-  code, _ = run_stage(trainer_runs.refit_args(args, trainer_runs.selected_epoch(selection)),
-                      trainer_runs.refit_dir(run_dir), os.path.join(destination, "refit"))
-  return code
+  args = [f"--dataset={FLAGS.dataset}", f"--variant={FLAGS.variant}", f"--run_dir={run_dir}",
+          "--protocol=full", *argv[1:]]
+  return trainer_runs.full_protocol_and_copy(args, run_dir, destination,
+                                             common.environment()["command"])
 
 
 if __name__ == "__main__":

@@ -272,14 +272,31 @@ def _base(table_row: Row) -> str:
   return os.path.join(_runs_root(), table_row.name + _suffix())
 
 
+def _run_dir(table_row: Row, seed: Optional[str]) -> str:
+  """The folder of one run of a row: `_base` plus -seed<N>; for the run shared with
+  `benchmarks.full_run`, the selection stage folder of its run folder."""
+  if seed is not None:
+    return f"{_base(table_row)}-seed{seed}"
+  if _is_full_run(table_row):
+    return run_dir_lib.stage_dirs(_base(table_row))[0]
+  return _base(table_row)
+
+
+def _run_dir_named(table_row: Row, name: str) -> str:
+  """The folder of the run of a row whose results are named `name` (`trainer_runs.stage_name`)."""
+  first = _run_dir(table_row, None)
+  if trainer_runs.stage_name(first) == name:
+    return first
+  return os.path.join(os.path.dirname(_base(table_row)), name)
+
+
 def trainer_args(table_row: Row, seed: Optional[str], run_dir: str,
                  passthrough: Sequence[str]) -> List[str]:
-  """The trainer's flags for one run; the row's own flags come last, so they always hold."""
-  if seed is None and _is_full_run(table_row):
-    return [*trainer_runs.full_run_args(FLAGS.runs_dir, table_row.dataset, table_row.variant),
-            *passthrough]
+  """The trainer's flags for one run (one stage, `--protocol=selection`); the row's own flags
+  come last, so they always hold."""
   args = [f"--dataset={FLAGS.dataset_override or table_row.dataset}",
-          f"--variant={table_row.variant}", f"--run_dir={run_dir}", "--export_indexes="]
+          f"--variant={table_row.variant}", f"--run_dir={run_dir}", "--protocol=selection",
+          "--export_indexes="]
   if FLAGS.protocol == "short":
     args.append(f"--epochs={FLAGS.short_epochs}")
   args += passthrough
@@ -291,7 +308,7 @@ def trainer_args(table_row: Row, seed: Optional[str], run_dir: str,
 def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> int:
   """Trains one run of a row (and, under the full protocol, its refit) unless finished; returns
   the trainer's exit code (0: done)."""
-  run_dir = _base(table_row) + (f"-seed{seed}" if seed is not None else "")
+  run_dir = _run_dir(table_row, seed)
   args = trainer_args(table_row, seed, run_dir, passthrough)
   code = _train_once(args, run_dir)
   selection = trainer_runs.finished_folder(run_dir, _copy_of(run_dir))
@@ -303,7 +320,7 @@ def run_row(table_row: Row, seed: Optional[str], passthrough: Sequence[str]) -> 
 
 def _copy_of(run_dir: str) -> str:
   """Where the artefacts of the run in `run_dir` are copied (and committed)."""
-  return os.path.join(_copies_root(), os.path.basename(run_dir))
+  return os.path.join(_copies_root(), trainer_runs.stage_name(run_dir))
 
 
 def _train_once(args: Sequence[str], run_dir: str) -> int:
@@ -339,13 +356,13 @@ def finished_runs(table_row: Row, passthrough: Sequence[str]) -> List[Dict[str, 
                   for match in [re.search(r"-seed(\d+)$", path)] if match})
   runs = []
   for seed in [None, *map(str, seeds)]:
-    run_dir = base + (f"-seed{seed}" if seed is not None else "")
+    run_dir = _run_dir(table_row, seed)
     args = trainer_args(table_row, seed, run_dir, passthrough)
     metrics = _finished(args, run_dir)
     if metrics:
       refit = _finished(trainer_runs.refit_args(args, metrics["selected_epoch"]),
                         trainer_runs.refit_dir(run_dir))
-      runs.append({**metrics, "folder": os.path.basename(run_dir),
+      runs.append({**metrics, "folder": trainer_runs.stage_name(run_dir),
                    "seed": metrics["config"]["train"]["seed"], "refit": refit})
   return runs
 
@@ -582,7 +599,7 @@ def session_length_figure(spec, results, png_path) -> Tuple[List[str], Dict[str,
   for table_row in spec["rows"]:
     per_run = []
     for run in results[table_row.name]["runs"]:
-      by_length = _length_metrics(os.path.join(os.path.dirname(_base(table_row)), run["folder"]))
+      by_length = _length_metrics(_run_dir_named(table_row, run["folder"]))
       if by_length is None:
         found.append(f"Not drawn: {run['folder']}, whose copy has no "
                      f"{trainer_runs.SESSION_LENGTH_FILE} and whose run folder (the weights) is "

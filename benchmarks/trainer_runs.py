@@ -22,19 +22,29 @@ SESSION_LENGTH_FILE = "session_length_test.json"
 
 
 def full_run_dir(runs_dir: str, dataset: str, variant: str) -> str:
-  """The run folder of `benchmarks.full_run` (the log is this path plus `.log`)."""
+  """The run folder of `benchmarks.full_run` (the log is this path plus `.log`), holding the
+  trainer's stage folders (`trainer.run_dir.stage_dirs`)."""
   return os.path.join(runs_dir, f"{dataset}-{variant}-full")
 
 
-def full_run_args(runs_dir: str, dataset: str, variant: str) -> List[str]:
-  """The trainer flags of `benchmarks.full_run`: the paper's protocol, every index exported."""
-  return [f"--dataset={dataset}", f"--variant={variant}",
-          f"--run_dir={full_run_dir(runs_dir, dataset, variant)}"]
-
-
 def refit_dir(run_dir: str) -> str:
-  """The folder of the refit of the selection run in `run_dir`."""
+  """The folder of the refit of the selection stage in `run_dir`: its sibling stage folder in a
+  full-protocol run folder, else `<run_dir>-refit`."""
+  parent, name = os.path.split(os.path.normpath(run_dir))
+  if name == run_dir_lib.SELECTION_STAGE:
+    return os.path.join(parent, run_dir_lib.REFIT_STAGE)
   return run_dir + "-refit"
+
+
+def stage_name(run_dir: str) -> str:
+  """A stage's name in results/: its folder's name, or for a stage folder of a full-protocol run
+  folder `R`, `R`'s name (the selection stage) or that plus `-refit`."""
+  parent, name = os.path.split(os.path.normpath(run_dir))
+  if name == run_dir_lib.SELECTION_STAGE:
+    return os.path.basename(parent)
+  if name == run_dir_lib.REFIT_STAGE:
+    return os.path.basename(parent) + "-refit"
+  return name
 
 
 def refit_args(selection_args: Sequence[str], epochs: int) -> List[str]:
@@ -149,6 +159,61 @@ def train_and_copy(args: Sequence[str], run_dir: str, destination: str, command:
     return 0
   copy_artefacts(run_dir, log_path, destination, command)
   logging.info("artefacts of %s copied to %s", run_dir, destination)
+  return 0
+
+
+def full_protocol_and_copy(args: Sequence[str], run_dir: str, destination: str,
+                           command: str) -> int:
+  """Runs `python -m trainer.main args` (the full protocol, `--run_dir=run_dir`) unless both
+  stages are finished, then copies the selection stage's artefacts to `destination` and the
+  refit's to `destination/refit`, each with `command`.
+
+  A stage is finished when its stage folder has its metrics or, in a fresh checkout, when its
+  copy in `destination` has them; either only with the configuration `args` train today (one
+  from before a default changed is reported; nothing is trained or overwritten). A selection
+  stage found only in `destination` is passed to the trainer as `--selection_from`.
+
+  Returns:
+    The trainer's exit code (0 when both stages are finished).
+  """
+  selection_run, refit_run = run_dir_lib.stage_dirs(run_dir)
+  refit_copy = os.path.join(destination, "refit")
+  selection = finished_folder(selection_run, destination)
+  if selection is not None:
+    differences = configuration_changes(selection, args)
+    if differences:
+      return report_configuration_changes(selection, differences)
+  extra = []
+  if selection == destination:
+    logging.info("selection stage: %s is absent; refitting from %s", selection_run, destination)
+    extra = [f"--selection_from={destination}"]
+  refit = finished_folder(refit_run, refit_copy)
+  if refit is not None and selection is not None:
+    refit_args_now = [*args, "--protocol=selection", "--train_on_valid",
+                      f"--epochs={selected_epoch(selection)}"]
+    differences = configuration_changes(refit, refit_args_now)
+    if differences:
+      return report_configuration_changes(refit, differences)
+  if refit is not None:
+    logging.info("skipped %s: both stages finished (%s has the refit's %s)", run_dir, refit,
+                 run_dir_lib.METRICS_FILE)
+  else:
+    logging.info("running %s: %s", os.path.basename(run_dir), command)
+    code = run_trainer([*args, *extra], run_dir + ".log")
+    if code:
+      logging.error("%s failed (exit code %d); see %s.log. Rerun to resume it.", run_dir, code,
+                    run_dir)
+      return code
+  for stage, copy in ((selection_run, destination), (refit_run, refit_copy)):
+    if not is_finished(stage):
+      continue  # a fresh checkout: the stage's results are its copy
+    recorded = recorded_command(copy)
+    if recorded is not None and recorded != command:
+      logging.warning("%s holds artefacts of another command (%s), not `%s`; kept", copy,
+                      recorded, command)
+      continue
+    copy_artefacts(stage, run_dir + ".log", copy, command)
+    logging.info("artefacts of %s copied to %s", stage, copy)
   return 0
 
 

@@ -246,8 +246,8 @@ def test_make_bench_epoch_rows_are_rows_of_the_options_table():
 
 def test_full_protocol_shares_the_run_of_benchmarks_full_run(tmp_path):
   """Under the full protocol, a row with the paper's configuration of its variant IS the run of
-  `benchmarks.full_run` (same folder, same trainer flags), so it is not trained twice; seeds
-  and rows with changed options get folders of their own."""
+  `benchmarks.full_run` (its stage folders, its results' names), so it is not trained twice;
+  seeds and rows with changed options get folders of their own."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
   from benchmarks import reproduce as runner  # pylint: disable=g-import-not-at-top
@@ -256,12 +256,21 @@ def test_full_protocol_shares_the_run_of_benchmarks_full_run(tmp_path):
   flags.FLAGS.mark_as_parsed()
   gowalla = runner.GOWALLA_ATTENMIXER
   changed = next(r for r in runner.TABLES["options"]["rows"] if r.flags)
-  full_run = str(tmp_path / "gowalla-attenmixer-full")
-  with flagsaver.flagsaver(protocol="full", runs_dir=str(tmp_path), dataset_override=None):
-    assert runner._base(gowalla) == full_run
-    assert runner.trainer_args(gowalla, None, full_run, ["--epochs=2"]) == [
-        *trainer_runs.full_run_args(str(tmp_path), "gowalla", "attenmixer"), "--epochs=2"]
-    assert "--seed=1" in runner.trainer_args(gowalla, "1", full_run + "-seed1", [])
+  full_run = tmp_path / "gowalla-attenmixer-full"
+  with flagsaver.flagsaver(protocol="full", runs_dir=str(tmp_path), dataset_override=None,
+                           results_dir=str(tmp_path / "results")):
+    assert runner._base(gowalla) == str(full_run)
+    selection = runner._run_dir(gowalla, None)
+    assert selection == str(full_run / "selection")
+    assert trainer_runs.refit_dir(selection) == str(full_run / "refit")
+    copies = tmp_path / "results" / "reproduction" / "full"
+    assert runner._copy_of(selection) == str(copies / "gowalla-attenmixer-full")
+    assert runner._copy_of(trainer_runs.refit_dir(selection)) == str(
+        copies / "gowalla-attenmixer-full-refit")
+    args = runner.trainer_args(gowalla, None, selection, ["--epochs=2"])
+    assert f"--run_dir={selection}" in args and "--protocol=selection" in args
+    assert runner._run_dir(gowalla, "1") == f"{full_run}-seed1"
+    assert "--seed=1" in runner.trainer_args(gowalla, "1", f"{full_run}-seed1", [])
     assert runner._base(changed).startswith(str(tmp_path / "reproduction" / "full"))
   with flagsaver.flagsaver(protocol="short", runs_dir=str(tmp_path), dataset_override=None):
     assert runner._base(gowalla) == str(tmp_path / "reproduction" / "short" /
@@ -293,13 +302,13 @@ def test_full_run_selects_on_validation_then_refits_on_all_training_sessions(tmp
   shutil.rmtree(results / "refit")
   fresh = run_module("benchmarks.full_run", *args)
   assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
-  assert "-full is absent; " in fresh.stdout + fresh.stderr
-  assert not (tmp_path / "runs" / "synthetic-attenmixer-full").exists()
+  assert f"refitting from {results}" in fresh.stdout + fresh.stderr
+  assert not (tmp_path / "runs" / "synthetic-attenmixer-full" / "selection").exists()
   with open(results / "refit" / "metrics.json") as f:
     assert json.load(f)["epochs_trained"] == selection["selected_epoch"]
   # A stage finished under an earlier default is not this command's run today: it is reported,
   # neither reused nor overwritten, whether only its results are left or its run folder too.
-  refit_run = tmp_path / "runs" / "synthetic-attenmixer-full-refit"
+  refit_run = tmp_path / "runs" / "synthetic-attenmixer-full" / "refit"
   for config_path in (results / "config.json", refit_run / "config.json"):
     original = config_path.read_text()
     stored = json.loads(original)

@@ -19,7 +19,9 @@ from conftest import ROOT, run_module
 
 DATA = ["--dataset=synthetic", "--synthetic_items=300", "--synthetic_sessions=3000",
         "--num_shards=4"]
-SMALL = [*DATA, "--embedding_dim=32", "--num_heads=4", "--export_indexes=", "--seed=5"]
+# One stage (the full protocol's two are tested on their own below).
+SMALL = [*DATA, "--embedding_dim=32", "--num_heads=4", "--export_indexes=", "--seed=5",
+         "--protocol=selection"]
 # No dropout: replicas then differ from a single process only by the order of float sums.
 NO_DROPOUT = ["--dropout=0", "--attention_dropout=0", "--table_dropout=0"]
 
@@ -87,6 +89,9 @@ def metrics(run_dir):
      "is not in the cluster"),
     (["--export_indexes=faiss"], {}, "unknown index ['faiss']"),
     (["--dataset=retailrocket", "--data_dir=/nonexistent"], {}, "exists only as preprocessed"),
+    (["--protocol=full", "--train_on_valid"], {}, "pass --protocol=selection with it"),
+    (["--selection_from=/nonexistent"], {}, "is the full protocol's"),
+    (["--protocol=full", "--selection_from=/nonexistent"], {}, "no metrics.json"),
 ])
 def test_bad_configuration_fails_fast_and_writes_nothing(tmp_path, flags, env, message):
   started = time.time()
@@ -347,6 +352,107 @@ def test_refit_trains_every_epoch_on_all_training_sessions(tmp_path, prepared_di
   assert all(e["test"] for e in result["epochs"])
   assert result["test"] == result["epochs"][-1]["test"]
   assert "nothing held out" in result["selection"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The full protocol (the default): selection, then refit, resumable across both stages.
+
+FULL = ["--protocol=full", "--epochs=2", "--patience=1", "--checkpoint_every_steps=20"]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, prepared_dir):
+  run = tmp_path_factory.mktemp("full")
+  result = train(run, prepared_dir, *FULL, "--export_indexes=brute_force")
+  return run, result
+
+
+def test_full_protocol_refits_for_the_selected_epochs_and_exports_the_refit(
+    tmp_path, prepared_dir, full_run):
+  run, result = full_run
+  selection, refit, summary = (metrics(run / "selection"), metrics(run / "refit"), metrics(run))
+  epochs = selection["selected_epoch"]
+  assert selection["config"]["train"]["train_on_valid"] is False and selection["valid"]
+  assert refit["config"]["train"]["train_on_valid"] is True
+  assert refit["config"]["train"]["epochs"] == refit["epochs_trained"] == epochs
+  # The run's results are the refit's; the validation estimate is the selection stage's.
+  assert summary["test"] == refit["test"] and summary["epochs_trained"] == epochs
+  assert summary["valid"] == selection["valid"] == summary["selection"]["valid"]
+  assert summary["selection"]["selected_epoch"] == epochs
+  assert f"refit on all training sessions for {epochs} epoch(s)" in result.stdout
+  # Only the refit is exported, with the selection stage's validation metrics.
+  from serving import push
+  with open(run / "export" / "attenmixer" / "1" / "assets.extra" / "export.json") as stream:
+    exported = json.load(stream)
+  assert exported[push.METRICS_KEY] == push.numeric_metrics(selection["valid"])
+  assert not (run / "selection" / "export").exists()
+  # serving.export on the run folder exports the refit too (not the selection stage), with the
+  # same metrics.
+  import tensorflow as tf
+  embeddings = {}
+  for name, folder in (("again", run), ("selection", run / "selection")):
+    exported_again = run_module("serving.export", f"--run_dir={folder}", "--novalidate",
+                                f"--export_dir={tmp_path / name}")
+    assert exported_again.returncode == 0, exported_again.stderr[-3000:]
+    loaded = tf.saved_model.load(str(tmp_path / name / "attenmixer" / "1"))
+    embeddings[name] = loaded.signatures["session_embedding"](
+        sessions=tf.constant([[3, 4, 5], [7, 0, 0]], tf.int64))
+  trained = tf.saved_model.load(str(run / "export" / "attenmixer" / "1"))
+  expected = trained.signatures["session_embedding"](sessions=tf.constant([[3, 4, 5], [7, 0, 0]],
+                                                                          tf.int64))
+  for key, value in expected.items():
+    np.testing.assert_array_equal(embeddings["again"][key].numpy(), value.numpy())
+    assert np.abs(embeddings["selection"][key].numpy() - value.numpy()).max() > 1e-3
+  with open(tmp_path / "again" / "attenmixer" / "1" / "assets.extra" / "export.json") as stream:
+    assert json.load(stream)[push.METRICS_KEY] == exported[push.METRICS_KEY]
+  # The refit is the run a separate process trains with --train_on_valid for those epochs.
+  separate = tmp_path / "separate"
+  train(separate, prepared_dir, *FULL, "--protocol=selection", "--train_on_valid",
+        f"--epochs={epochs}")
+  expected, got = checkpoint_weights(separate / "checkpoints"), checkpoint_weights(
+      run / "refit" / "checkpoints")
+  assert expected.keys() == got.keys()
+  for name in expected:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_full_protocol_killed_in_the_refit_resumes_it_without_the_selection(
+    tmp_path, prepared_dir, full_run):
+  reference, _ = full_run
+  run = tmp_path / "killed"
+  process = train(run, prepared_dir, *FULL, background=True)
+  deadline = time.time() + 400
+  while not latest_checkpoint_is(run / "refit" / "checkpoints", 40):
+    assert process.poll() is None and time.time() < deadline, process.stdout.read()[-3000:]
+    time.sleep(0.01)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  resumed = train(run, prepared_dir, *FULL)
+  assert "Selection stage finished" in resumed.stderr and "not trained again" in resumed.stderr
+  assert "Resumed from" in resumed.stderr and "epoch 0, step 40 of " in resumed.stderr
+  assert_same_final_weights(run / "refit", reference / "refit")
+  assert metrics(run)["test"] == metrics(reference)["test"]
+
+
+def test_refit_from_a_committed_selection_result_alone(tmp_path, prepared_dir, full_run):
+  reference, _ = full_run
+  committed = tmp_path / "results"
+  committed.mkdir()
+  for name in ("metrics.json", "config.json"):  # what results/ keeps of a stage
+    shutil.copy(reference / "selection" / name, committed / name)
+  run = tmp_path / "fresh"
+  result = train(run, prepared_dir, *FULL, f"--selection_from={committed}")
+  assert "Stage 1 of 2" not in result.stderr and not (run / "selection").exists()
+  assert_same_final_weights(run / "refit", reference / "refit")
+  assert metrics(run)["selection"]["folder"] == str(committed)
+  # Another configuration, or a folder that is not a selection stage: refused, nothing written.
+  for flags, message in (([f"--selection_from={committed}", "--embedding_dim=16"],
+                          "model.embedding_dim: 32 -> 16"),
+                         ([f"--selection_from={reference / 'refit'}"], "another configuration")):
+    refused = run_module("trainer.main", *SMALL, *FULL, f"--output_dir={prepared_dir}",
+                         f"--run_dir={tmp_path / 'refused'}", *flags)
+    assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-2000:]
+    assert not (tmp_path / "refused").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,8 +52,20 @@ flags.DEFINE_enum("variant", "attenmixer", sorted(VARIANTS),
                   "A model of the paper's tables: Atten-Mixer, its ablations (Table 4), SR-GNN and "
                   "SGNN-HN with and without Atten-Mixer (Table 3), or the authors' code variant.")
 flags.DEFINE_string("run_dir", None,
-                    "Folder of this run: checkpoints, TensorBoard logs, metrics.json, config.json. "
-                    "Default: runs/<dataset>-<variant>. Re-running with the same folder resumes.")
+                    "Folder of this run: checkpoints, TensorBoard logs, metrics.json, config.json "
+                    "(under --protocol=full, of each stage in selection/ and refit/). Default: "
+                    "runs/<dataset>-<variant>. Re-running with the same folder resumes.")
+flags.DEFINE_enum("protocol", "full", ["full", "selection"],
+                  "full: the paper's protocol, two stages in one run folder: selection/ trains on "
+                  "the training split and selects the epoch on validation (the newest 10% of the "
+                  "training sessions); refit/ then trains the same configuration on all training "
+                  "sessions for that many epochs, and that model is reported and exported. "
+                  "selection: the first stage only, in --run_dir itself (with --train_on_valid: "
+                  "one stage on all training sessions).")
+flags.DEFINE_string("selection_from", None,
+                    "--protocol=full: a finished selection stage's folder (its metrics.json and "
+                    "config.json, e.g. a committed copy in results/) to refit from instead of "
+                    "training the selection stage; its configuration must be this command's.")
 flags.DEFINE_bool("print_config", False,
                   "Print the run's configuration as its config.json records it ({\"experiment\": "
                   "..., \"dataset\": ...}, one JSON line) and exit without training.")

@@ -1,11 +1,21 @@
 """The layout of a run folder, and how to rebuild a trained model from one.
 
+One stage (`trainer.main --protocol=selection`):
+
     <run_dir>/config.json        the effective configuration and the prepared dataset's folder
     <run_dir>/checkpoints/       training checkpoints (model, optimizer, epoch, step, history)
     <run_dir>/best/              the weights of the selected epoch (checkpoint key "model")
     <run_dir>/tensorboard/       TensorBoard logs
     <run_dir>/metrics.json       results (see the README)
     <run_dir>/export/<name>/<version>/   the servable SavedModel (serving.export)
+
+The full protocol (the default): one such stage folder per stage, the results and exports of
+the run (the refit's) at the top:
+
+    <run_dir>/selection/         the selection stage (as above, without export/)
+    <run_dir>/refit/             the refit on all training sessions (as above, without export/)
+    <run_dir>/metrics.json       the refit's results, with the selection stage's (`selection`)
+    <run_dir>/export/<name>/<version>/
 """
 
 import json
@@ -13,7 +23,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from data.atomic import atomic_output
 
@@ -21,6 +31,23 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 BEST_DIR = "best"
 CHECKPOINT_DIR = "checkpoints"
+SELECTION_STAGE = "selection"
+REFIT_STAGE = "refit"
+
+
+def stage_dirs(run_dir: str) -> Tuple[str, str]:
+  """The selection and refit stage folders of a full-protocol run folder."""
+  return os.path.join(run_dir, SELECTION_STAGE), os.path.join(run_dir, REFIT_STAGE)
+
+
+def model_dir(run_dir: str) -> str:
+  """The stage folder holding a run's model: the refit's of a full-protocol run folder, else
+  `run_dir` itself."""
+  refit = stage_dirs(run_dir)[1]
+  if (not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) and
+      os.path.isfile(os.path.join(refit, CONFIG_FILE))):
+    return refit
+  return run_dir
 
 
 class RunDirError(ValueError):
@@ -113,7 +140,8 @@ def claim(run_dir: str, record: Dict[str, Any]) -> None:
 
 
 def load_trained_model(run_dir: str):
-  """Rebuilds the model of a run with the weights of its selected epoch.
+  """Rebuilds the model of a run with the weights of its selected epoch (of a full-protocol run
+  folder: the refit's; see `model_dir`).
 
   Returns:
     `(model, prepared, config)`: the `SessionRetrievalModel`, its `PreparedDataset` and the run's
@@ -124,6 +152,7 @@ def load_trained_model(run_dir: str):
   from data.prepared import PreparedDataset
   from tfrs_attenmixer.model import SessionRetrievalModel
   from trainer.config import ExperimentConfig
+  run_dir = model_dir(run_dir)
   record = read_config(run_dir)
   config = ExperimentConfig.from_dict(record["experiment"])
   prepared = PreparedDataset.load(record["prepared_dir"], verify=False)

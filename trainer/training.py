@@ -419,11 +419,15 @@ class Trainer:
           tf.summary.scalar(f"{split}/{name}", value)
     writer.flush()
 
+  def selected_epoch(self) -> int:
+    """The epoch the history selects (the same on every worker)."""
+    return self._best_epoch(self.history)
+
   def restore_best(self) -> int:
     """Loads the weights of the selected epoch into the model; returns that epoch."""
     self.best_checkpoint.restore(
         tf.train.latest_checkpoint(os.path.join(self.run_dir, BEST_DIR))).expect_partial()
-    return self._best_epoch(self.history)
+    return self.selected_epoch()
 
   def summary(self) -> Dict[str, Any]:
     """The results of the run (see `metrics.json` in the README)."""
