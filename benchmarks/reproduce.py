@@ -200,7 +200,11 @@ TABLES: Dict[str, Dict[str, Any]] = {
               row("gowalla", "attenmixer", "no table dropout (faster step)", table_dropout=0.0),
               row("gowalla", "attenmixer", "bfloat16 mixed precision", mixed_precision="bfloat16"),
               row("gowalla", "attenmixer", "batch 512, learning rate x sqrt(5.12)",
-                  batch_size=512, learning_rate=round(1e-3 * math.sqrt(512 / 100), 6))),
+                  batch_size=512, learning_rate=round(1e-3 * math.sqrt(512 / 100), 6)),
+              row("gowalla", "attenmixer", "attention temperature sqrt(d_h) -> sqrt(d) (the "
+                  "paper's Eq. 7)", attention_temperature="model_dim"),
+              row("gowalla", "attenmixer", "readout s L2-normalised before W_m (the paper's "
+                  "Eq. 4)", normalize_readout=True)),
         baseline="gowalla-attenmixer",
         caption="Each row changes one setting of the default configuration (first row: the "
                 "paper's, with the authors' code's uniform initialisation, on which the paper is "

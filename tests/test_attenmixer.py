@@ -65,7 +65,7 @@ def reference(states, mask, w, opts):
       for level in range(levels):
         logits = k_heads[h] @ q_heads[h][level]  # [length]
         if opts["attention_scoring"] == "softmax":
-          logits = logits / np.sqrt(dh)
+          logits = logits / np.sqrt(d if opts["attention_temperature"] == "model_dim" else dh)
         else:
           logits = 2.0 / (1.0 + np.exp(-logits))
         if opts["mask_level_attention"]:
@@ -88,16 +88,18 @@ def reference(states, mask, w, opts):
     if opts["layer_norm"]:
       summary = (summary - summary.mean()) / np.sqrt(summary.var() + 1e-8)
       summary = summary * w["norm"][0] + w["norm"][1]
+    if opts["normalize_readout"]:
+      summary = summary / np.linalg.norm(summary)
     outputs.append(summary)
     level_maps.append(maps)
     pooled_maps.append(pooled)
   return np.stack(outputs), np.stack(level_maps), np.stack(pooled_maps)
 
 
-DEFAULTS = dict(num_levels=3, level_aggregation="sum", level_selection="recent", num_heads=2,
-                head_split="transpose", attention_scoring="softmax", mask_level_attention=True,
-                pooling="lp", lp_norm=4.0, pooled_normalization="sum",
-                normalize_queries_over_levels=False, layer_norm=True)
+# The layer's options but its dropout (each test sets it), at their defaults with two heads.
+DEFAULTS = {name: value
+            for name, value in tam.AttenMixerOptions(num_heads=2).layer_arguments().items()
+            if name != "dropout"}
 
 CASES = [
     {},
@@ -110,6 +112,10 @@ CASES = [
     dict(pooling="mean"),
     dict(pooling="max"),
     dict(attention_scoring="sigmoid_softmax"),
+    dict(attention_temperature="model_dim"),
+    dict(attention_temperature="model_dim", num_heads=4),
+    dict(normalize_readout=True),
+    dict(normalize_readout=True, layer_norm=False),
     dict(pooled_normalization="softmax"),
     dict(normalize_queries_over_levels=True),
     dict(num_heads=1),
@@ -133,9 +139,11 @@ def _random_cases(count, seed=0):
               level_selection=["recent", "earliest"], num_heads=[1, 2, 3, 4, 6],
               head_split=["transpose", "reshape"],
               attention_scoring=["softmax", "sigmoid_softmax"],
+              attention_temperature=["head_dim", "model_dim"],
               mask_level_attention=[True, False], pooling=["lp", "mean", "max"],
               lp_norm=[0.5, 1.0, 3.0, 4.0, 10.0], pooled_normalization=["sum", "softmax"],
-              normalize_queries_over_levels=[True, False], layer_norm=[True, False])
+              normalize_queries_over_levels=[True, False], layer_norm=[True, False],
+              normalize_readout=[True, False])
   rng = np.random.default_rng(seed)
   return [{key: values[rng.integers(len(values))] for key, values in grid.items()}
           for _ in range(count)]
@@ -214,7 +222,8 @@ def test_reference_is_not_trivially_satisfied(float64_policy):
   w = weights_of(layer)
   base, _, _ = reference(states, mask, w, DEFAULTS)
   for change in (dict(pooling="mean"), dict(lp_norm=2.0), dict(level_selection="earliest"),
-                 dict(pooled_normalization="softmax"), dict(attention_scoring="sigmoid_softmax")):
+                 dict(pooled_normalization="softmax"), dict(attention_scoring="sigmoid_softmax"),
+                 dict(attention_temperature="model_dim"), dict(normalize_readout=True)):
     other, _, _ = reference(states, mask, w, {**DEFAULTS, **change})
     assert np.abs(other - base).max() > 1e-4, change
 
@@ -313,7 +322,7 @@ def test_gradients_reach_every_variable(case):
     loss = tf.reduce_sum(
         layer(states, mask=mask, training=True) * rng.normal(size=(len(lengths), DIM)))
   variables = layer.trainable_variables
-  assert len(variables) == 2 * layer.num_levels + 6 + 2 * layer.layer_norm
+  assert len(variables) == 2 * layer.options.num_levels + 6 + 2 * layer.options.layer_norm
   for variable, grad in zip(variables, tape.gradient(loss, variables)):
     assert grad is not None and np.abs(grad.numpy()).max() > 0, variable.name
 
@@ -340,17 +349,14 @@ def test_config_round_trip():
   clone.set_weights(layer.get_weights())
   np.testing.assert_array_equal(clone(states, mask=mask).numpy(), layer(states, mask=mask).numpy())
   deserialized = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
-  assert isinstance(deserialized, tam.AttenMixer) and deserialized.num_levels == 7
+  assert isinstance(deserialized, tam.AttenMixer) and deserialized.options == layer.options
+  assert layer.options.num_levels == 7 and layer.options.attention_dropout == 0.2
 
 
 def test_layer_defaults_are_the_model_config_defaults():
-  layer = tam.AttenMixer()
   config = tam.ModelConfig()
-  for name in ("num_levels", "level_aggregation", "level_selection", "num_heads", "head_split",
-               "attention_scoring", "mask_level_attention", "pooling", "lp_norm",
-               "pooled_normalization", "normalize_queries_over_levels", "layer_norm"):
-    assert getattr(layer, name) == getattr(config, name), name
-  assert layer.dropout == config.attention_dropout
+  assert tam.AttenMixer().options == tam.AttenMixerOptions()
+  assert tam.AttenMixer(**config.layer_arguments()).options == tam.AttenMixerOptions()
   assert (config.num_levels, config.level_aggregation, config.pooling, config.lp_norm,
           config.attention_scoring, config.pooled_normalization) == (3, "sum", "lp", 4.0,
                                                                      "softmax", "sum")
@@ -360,7 +366,8 @@ def test_layer_defaults_are_the_model_config_defaults():
                                              ("attention_scoring", "dot"),
                                              ("level_selection", "random"),
                                              ("head_split", "split"),
-                                             ("pooled_normalization", "none")])
+                                             ("pooled_normalization", "none"),
+                                             ("attention_temperature", "d")])
 def test_bad_option_names_the_argument(argument, value):
   with pytest.raises(ValueError, match=argument):
     tam.AttenMixer(**{argument: value})

@@ -105,10 +105,20 @@ def test_bad_configuration_fails_fast_and_writes_nothing(tmp_path, flags, env, m
 
 
 def test_help_explains_every_flag():
+  import dataclasses
+  from tfrs_attenmixer.config import ModelConfig
+  from trainer.config import TrainConfig
   result = run_module("trainer.main", "--helpfull")
-  for flag in ("--num_levels", "--level_aggregation", "--encoder", "--readout", "--loss",
-               "--strategy", "--learning_rate", "--lr_decay_epochs", "--patience", "--variant",
-               "--mixed_precision", "--data_dir", "--run_dir", "--export_dir"):
+  help_text = " ".join(result.stdout.split())
+  for cls in (ModelConfig, TrainConfig):
+    for field in dataclasses.fields(cls):
+      meaning = field.metadata["help"]
+      assert len(meaning) > 10, field.name
+      # absl wraps the help; its first words follow the flag's name.
+      assert f"--{field.name}: {' '.join(meaning.split()[:4])}" in help_text.replace(
+          "--[no]", "--"), field.name
+  for flag in ("--variant", "--protocol", "--selection_from", "--data_dir", "--run_dir",
+               "--export_dir"):
     assert flag in result.stdout, flag
 
 

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 # TensorFlow-free until a layer is touched, so configuration can be checked before TF starts.
 _EXPORTS = {
     "attenmixer": ["AttenMixer"],
-    "config": ["ModelConfig", "VARIANTS"],
+    "config": ["AttenMixerOptions", "ModelConfig", "VARIANTS"],
     "encoders": ["EmbeddingEncoder", "GatedGraphCell", "ItemEncoder", "SessionGraphEncoder",
                  "SGNNHNEncoder", "SRGNNEncoder"],
     "losses": ["SampledSoftmaxLoss", "full_softmax_loss"],

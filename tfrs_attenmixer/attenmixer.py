@@ -7,17 +7,19 @@ Given normalised item states `h_1..h_n` of a session, `AttenMixer` computes (SPE
    local invariance) or an ordered concatenation. Positions outside the session count as zero
    vectors, so `L` may exceed the session length.
 2. Per head `h`, one attention map over positions per level:
-   `alpha_h[l] = softmax_j((Q_l W_h^Q)(h_j W_h^K)^T / sqrt(d_h))` over the valid positions `j`.
+   `alpha_h[l] = softmax_j((Q_l W_h^Q)(h_j W_h^K)^T / sqrt(d_h))` over the valid positions `j`
+   (`attention_temperature="model_dim"`: `/ sqrt(d)`, the paper's Eq. 7).
 3. Lp pooling of the `L` maps of a head per position, `a_h[j] = (sum_l alpha_h[l, j]^p)^(1/p)`,
    then renormalised over the valid positions.
-4. Readout `s_h = sum_j a_h[j] (h_j W_h^V)`; the heads are concatenated, then LayerNorm.
+4. Readout `s_h = sum_j a_h[j] (h_j W_h^V)`; the heads are concatenated, then LayerNorm (and,
+   with `normalize_readout`, L2-normalised: the paper's Eq. 4 `~s`).
 
 With `head_split="transpose"` the key and value maps are applied to the L queries and the pooled
 states instead of every position (`(Q W_h^Q)(h_j W_h^K)^T = (W_h^K (Q W_h^Q)^T)^T h_j^T`, and
 likewise for the values): the same outputs up to rounding, with a tenth of the products.
 
-The authors' code differs in places; each difference is an option (see `__init__`), the paper's
-behaviour being the default. With the default options the output does not depend on the amount or
+The paper and the authors' code differ in places; each difference is an option
+(`tfrs_attenmixer.config.AttenMixerOptions`). With the default options the output does not depend on the amount or
 side of padding.
 """
 
@@ -31,7 +33,7 @@ from tfrs_attenmixer import config as config_lib
 from tfrs_attenmixer import dropout as dropout_lib
 from tfrs_attenmixer import readouts
 
-ModelConfig = config_lib.ModelConfig
+Options = config_lib.AttenMixerOptions
 
 # Logit of padding positions in masked softmaxes (finite, so an empty row gives no NaN).
 _MASKED_LOGIT = -1e9
@@ -49,85 +51,48 @@ class AttenMixer(readouts.Readout):
   """
 
   def __init__(self,
-               num_levels: int = ModelConfig.num_levels,
-               level_aggregation: str = ModelConfig.level_aggregation,
-               level_selection: str = ModelConfig.level_selection,
-               num_heads: int = ModelConfig.num_heads,
-               head_split: str = ModelConfig.head_split,
-               attention_scoring: str = ModelConfig.attention_scoring,
-               mask_level_attention: bool = ModelConfig.mask_level_attention,
-               pooling: str = ModelConfig.pooling,
-               lp_norm: float = ModelConfig.lp_norm,
-               pooled_normalization: str = ModelConfig.pooled_normalization,
-               normalize_queries_over_levels: bool = ModelConfig.normalize_queries_over_levels,
-               dropout: float = ModelConfig.attention_dropout,
-               layer_norm: bool = ModelConfig.layer_norm,
+               num_levels: int = Options.num_levels,
+               level_aggregation: str = Options.level_aggregation,
+               level_selection: str = Options.level_selection,
+               num_heads: int = Options.num_heads,
+               head_split: str = Options.head_split,
+               attention_scoring: str = Options.attention_scoring,
+               attention_temperature: str = Options.attention_temperature,
+               mask_level_attention: bool = Options.mask_level_attention,
+               pooling: str = Options.pooling,
+               lp_norm: float = Options.lp_norm,
+               pooled_normalization: str = Options.pooled_normalization,
+               normalize_queries_over_levels: bool = Options.normalize_queries_over_levels,
+               dropout: float = Options.attention_dropout,
+               layer_norm: bool = Options.layer_norm,
+               normalize_readout: bool = Options.normalize_readout,
                **kwargs):
     """Initialises the layer.
 
     Args:
-      num_levels: L, the number of intent levels (paper 3, authors' code 7; L = 1 is the -M
-        ablation).
-      level_aggregation: "sum" (deep sets over the items of a level, the paper) or "concat"
-        (ordered concatenation with one linear map per level, the code; the -LI ablation).
-      level_selection: "recent" (level l takes the last l items: inherent priority) or
-        "earliest" (level l takes the first l items of the session, so the queries ignore
-        recency; the -IP ablation). Slots beyond the session are zero vectors.
-      num_heads: number of attention heads; must divide the state size.
-      head_split: "transpose" (each head owns a slice of features at every position) or
-        "reshape" (the code: queries and keys [batch, n, dim] are reshaped to [batch, heads, n,
-        dim / heads] without a transpose, so a head mixes positions and features; values are
-        still split per position).
-      attention_scoring: "softmax" (scaled dot product and softmax over positions, the paper) or
-        "sigmoid_softmax" (softmax over positions of 2 * sigmoid(q.k), unscaled, the code).
-      mask_level_attention: exclude padding from the per-level softmax. False reproduces the
-        code, whose first softmax spans the padded length (the output then depends on padding).
-      pooling: pooling of a head's L maps per position: "lp", "mean" (-LP ablation) or "max".
-      lp_norm: p of the Lp pooling (p = 1 sums, p -> inf tends to max).
-      pooled_normalization: renormalisation of the pooled map over the valid positions: "sum"
-        (divide by the sum, the paper) or "softmax" (masked softmax of 2 * a, the code).
-      normalize_queries_over_levels: L2-normalise the stacked queries [batch, L, dim] along the
-        level axis (the code's quirk).
-      dropout: dropout rate on the pooled attention map in training.
-      layer_norm: LayerNorm (epsilon 1e-8) of the output, as in the code.
+      num_levels, level_aggregation, level_selection, num_heads, head_split, attention_scoring,
+      attention_temperature, mask_level_attention, pooling, lp_norm, pooled_normalization,
+      normalize_queries_over_levels, dropout, layer_norm, normalize_readout: the options of
+        `tfrs_attenmixer.config.AttenMixerOptions` (`dropout` is its `attention_dropout`),
+        whose fields' help gives their meaning.
       **kwargs: base layer arguments.
+
+    Raises:
+      ValueError: an option outside its choices or range, naming it.
     """
+    options = Options.from_layer_arguments(locals())
     super().__init__(**kwargs)
-    config_lib.check_choice("level_aggregation", level_aggregation,
-                            config_lib.LEVEL_AGGREGATIONS)
-    config_lib.check_choice("level_selection", level_selection, config_lib.LEVEL_SELECTIONS)
-    config_lib.check_choice("head_split", head_split, config_lib.HEAD_SPLITS)
-    config_lib.check_choice("attention_scoring", attention_scoring,
-                            config_lib.ATTENTION_SCORINGS)
-    config_lib.check_choice("pooling", pooling, config_lib.POOLINGS)
-    config_lib.check_choice("pooled_normalization", pooled_normalization,
-                            config_lib.POOLED_NORMALIZATIONS)
-    if num_levels < 1 or num_heads < 1 or lp_norm <= 0:
-      raise ValueError("AttenMixer needs num_levels >= 1, num_heads >= 1 and lp_norm > 0; got "
-                       f"{num_levels}, {num_heads}, {lp_norm}.")
-    self.num_levels = num_levels
-    self.level_aggregation = level_aggregation
-    self.level_selection = level_selection
-    self.num_heads = num_heads
-    self.head_split = head_split
-    self.attention_scoring = attention_scoring
-    self.mask_level_attention = mask_level_attention
-    self.pooling = pooling
-    self.lp_norm = lp_norm
-    self.pooled_normalization = pooled_normalization
-    self.normalize_queries_over_levels = normalize_queries_over_levels
-    self.dropout = dropout
-    self.layer_norm = layer_norm
+    self.options = options
 
   def build(self, input_shape):
     dim = input_shape[-1]
-    if dim % self.num_heads:
-      raise ValueError(f"AttenMixer: num_heads ({self.num_heads}) must divide the item state "
-                       f"size ({dim}).")
+    if dim % self.options.num_heads:
+      raise ValueError(f"AttenMixer: num_heads ({self.options.num_heads}) must divide the item "
+                       f"state size ({dim}).")
     dtype = self.dtype_policy
     self.level_projections = [
         tf.keras.layers.Dense(dim, dtype=dtype, name=f"level_{level}_query")
-        for level in range(1, self.num_levels + 1)
+        for level in range(1, self.options.num_levels + 1)
     ]
     self.query_projection = tf.keras.layers.Dense(dim, dtype=dtype, name="query")
     self.key_projection = tf.keras.layers.Dense(dim, dtype=dtype, name="key")
@@ -136,10 +101,11 @@ class AttenMixer(readouts.Readout):
     # pooled states (see `_folded_heads`), so these layers are never called: build them here.
     self.key_projection.build(tf.TensorShape([None, dim]))
     self.value_projection.build(tf.TensorShape([None, dim]))
-    self.attention_dropout = dropout_lib.CounterDropout(self.dropout, dtype=dtype)
+    self.attention_dropout = dropout_lib.CounterDropout(self.options.attention_dropout,
+                                                        dtype=dtype)
     self.output_norm = (
         tf.keras.layers.LayerNormalization(epsilon=1e-8, dtype=dtype, name="layer_norm")
-        if self.layer_norm else None)
+        if self.options.layer_norm else None)
     super().build(input_shape)
 
   def call(self,
@@ -153,7 +119,7 @@ class AttenMixer(readouts.Readout):
     level_maps = self._level_attention(self._level_queries(states, mask), states, mask)
     pooled = self._pool(level_maps, mask)
     weights = tf.cast(self.attention_dropout(pooled, training=training), states.dtype)
-    if self.head_split == "transpose":
+    if self.options.head_split == "transpose":
       # sum_t w_t (h_t W_h^V + b_h^V) = (sum_t w_t h_t) W_h^V + (sum_t w_t) b_h^V: the value map
       # is applied once per head instead of once per position.
       kernel, bias = self._folded_heads(self.value_projection, states.dtype)
@@ -162,11 +128,13 @@ class AttenMixer(readouts.Readout):
                  tf.reduce_sum(weights, axis=-1)[..., None] * bias)
     else:
       values = tf.reshape(self.value_projection(states),
-                          [tf.shape(states)[0], tf.shape(states)[1], self.num_heads, -1])
+                          [tf.shape(states)[0], tf.shape(states)[1], self.options.num_heads, -1])
       summary = tf.einsum("bht,bthd->bhd", weights, values)  # [batch, heads, dim / heads]
     summary = tf.reshape(summary, [tf.shape(states)[0], states.shape[-1]])
     if self.output_norm is not None:
       summary = self.output_norm(summary)
+    if self.options.normalize_readout:
+      summary = tf.math.l2_normalize(summary, axis=-1, epsilon=1e-12)
     if return_attention:
       return summary, {"levels": level_maps, "pooled": pooled}
     return summary
@@ -174,8 +142,8 @@ class AttenMixer(readouts.Readout):
   def _level_queries(self, states: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """The L level queries Q_l [batch, L, dim]."""
     first, last = readouts.session_bounds(mask)
-    offsets = tf.range(self.num_levels)[None, :]
-    if self.level_selection == "recent":
+    offsets = tf.range(self.options.num_levels)[None, :]
+    if self.options.level_selection == "recent":
       positions = last[:, None] - offsets
     else:
       positions = first[:, None] + offsets
@@ -186,30 +154,30 @@ class AttenMixer(readouts.Readout):
     slots = tf.gather(states, positions, axis=1, batch_dims=1)
     slots *= tf.cast(inside, states.dtype)[..., None]  # [batch, L, dim], zeros outside the session
 
-    if self.level_aggregation == "sum":
-      groups = tf.unstack(tf.cumsum(slots, axis=1), self.num_levels, axis=1)
+    if self.options.level_aggregation == "sum":
+      groups = tf.unstack(tf.cumsum(slots, axis=1), self.options.num_levels, axis=1)
     else:
       groups = [tf.reshape(slots[:, :level], [tf.shape(slots)[0], level * slots.shape[-1]])
-                for level in range(1, self.num_levels + 1)]
+                for level in range(1, self.options.num_levels + 1)]
     queries = tf.stack([project(group) for project, group in zip(self.level_projections, groups)],
                        axis=1)
-    if self.normalize_queries_over_levels:
+    if self.options.normalize_queries_over_levels:
       queries /= tf.norm(queries, axis=1, keepdims=True) + 1e-12
     return queries
 
   def _split_heads(self, x: tf.Tensor) -> tf.Tensor:
     """[batch, n, dim] -> [batch, heads, n, dim / heads] (see `head_split`)."""
     batch, n = tf.shape(x)[0], tf.shape(x)[1]
-    if self.head_split == "reshape":
-      return tf.reshape(x, [batch, self.num_heads, n, -1])
-    return tf.transpose(tf.reshape(x, [batch, n, self.num_heads, -1]), [0, 2, 1, 3])
+    if self.options.head_split == "reshape":
+      return tf.reshape(x, [batch, self.options.num_heads, n, -1])
+    return tf.transpose(tf.reshape(x, [batch, n, self.options.num_heads, -1]), [0, 2, 1, 3])
 
   def _folded_heads(self, projection: tf.keras.layers.Dense,
                     dtype: tf.DType) -> Tuple[tf.Tensor, tf.Tensor]:
     """A dense map's kernel [dim, heads, dim / heads] and bias [heads, dim / heads] per head."""
     dim = projection.kernel.shape[0]
-    kernel = tf.reshape(tf.cast(projection.kernel, dtype), [dim, self.num_heads, -1])
-    return kernel, tf.reshape(tf.cast(projection.bias, dtype), [self.num_heads, -1])
+    kernel = tf.reshape(tf.cast(projection.kernel, dtype), [dim, self.options.num_heads, -1])
+    return kernel, tf.reshape(tf.cast(projection.bias, dtype), [self.options.num_heads, -1])
 
   def _map_dtype(self) -> tf.DType:
     dtype = tf.as_dtype(self.compute_dtype)
@@ -219,7 +187,7 @@ class AttenMixer(readouts.Readout):
                        mask: tf.Tensor) -> tf.Tensor:
     """Per-level attention maps over positions [batch, heads, L, length]."""
     q = self._split_heads(self.query_projection(queries))
-    if self.head_split == "transpose":
+    if self.options.head_split == "transpose":
       # q . (h_t W_h^K + b_h^K) = (W_h^K q) . h_t + q . b_h^K: the key map is applied to the L
       # queries instead of every position (the same logits up to rounding).
       kernel, bias = self._folded_heads(self.key_projection, states.dtype)
@@ -230,46 +198,33 @@ class AttenMixer(readouts.Readout):
     else:
       k = self._split_heads(self.key_projection(states))
       logits = tf.cast(tf.einsum("bhld,bhtd->bhlt", q, k), self._map_dtype())
-    if self.attention_scoring == "softmax":
-      logits /= math.sqrt(states.shape[-1] // self.num_heads)
+    if self.options.attention_scoring == "softmax":
+      dim = states.shape[-1]
+      logits /= math.sqrt(dim if self.options.attention_temperature == "model_dim"
+                          else dim // self.options.num_heads)
     else:
       logits = 2.0 * tf.sigmoid(logits)
-    if self.mask_level_attention:
+    if self.options.mask_level_attention:
       logits = tf.where(mask[:, None, None, :], logits, _MASKED_LOGIT)
     return tf.nn.softmax(logits, axis=-1)
 
   def _pool(self, level_maps: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """Pools levels and renormalises over valid positions: [batch, heads, L, length] -> [batch,
     heads, length]."""
-    if self.pooling == "lp":
-      power_sum = tf.reduce_sum(level_maps**self.lp_norm, axis=2)
+    if self.options.pooling == "lp":
+      power_sum = tf.reduce_sum(level_maps**self.options.lp_norm, axis=2)
       # The floor keeps the gradient of x^(1/p) finite where every level is 0.
       floor = np.finfo(level_maps.dtype.as_numpy_dtype).tiny
-      pooled = tf.maximum(power_sum, floor)**(1.0 / self.lp_norm)
-    elif self.pooling == "mean":
+      pooled = tf.maximum(power_sum, floor)**(1.0 / self.options.lp_norm)
+    elif self.options.pooling == "mean":
       pooled = tf.reduce_mean(level_maps, axis=2)
     else:
       pooled = tf.reduce_max(level_maps, axis=2)
     valid = mask[:, None, :]
-    if self.pooled_normalization == "sum":
+    if self.options.pooled_normalization == "sum":
       pooled = tf.where(valid, pooled, 0.0)
       return tf.math.divide_no_nan(pooled, tf.reduce_sum(pooled, axis=-1, keepdims=True))
     return tf.nn.softmax(tf.where(valid, 2.0 * pooled, _MASKED_LOGIT), axis=-1)
 
   def get_config(self) -> Dict[str, Any]:
-    return {
-        **super().get_config(),
-        "num_levels": self.num_levels,
-        "level_aggregation": self.level_aggregation,
-        "level_selection": self.level_selection,
-        "num_heads": self.num_heads,
-        "head_split": self.head_split,
-        "attention_scoring": self.attention_scoring,
-        "mask_level_attention": self.mask_level_attention,
-        "pooling": self.pooling,
-        "lp_norm": self.lp_norm,
-        "pooled_normalization": self.pooled_normalization,
-        "normalize_queries_over_levels": self.normalize_queries_over_levels,
-        "dropout": self.dropout,
-        "layer_norm": self.layer_norm,
-    }
+    return {**super().get_config(), **self.options.layer_arguments()}

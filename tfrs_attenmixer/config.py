@@ -1,18 +1,19 @@
 """`ModelConfig`: every option of the session model and its default, in one place.
 
 The defaults follow the Atten-Mixer paper (see `SPEC.md`); options whose paper and code behaviour
-differ take the paper's version by default and name the code's version in their comment; where
-the paper is silent (the initialisation) the default is the code's, which is better on validation
-under the paper's protocol (README, Results). The layers take their constructor defaults from this
-class, and `SessionRetrievalModel` is built from one instance of it, so a default is changed here
-and nowhere else.
+differ name both in their help. Where the paper is silent (the initialisation) the default is the
+code's. `attention_temperature` and `normalize_readout` keep the code's behaviour by default until
+validation decides (results/README.md). The layers take their constructor defaults from these
+classes, and `SessionRetrievalModel` is built from one `ModelConfig`, so a default is changed here
+and nowhere else. Each field's meaning is its `help` (`option`), which is also the trainer's flag
+help.
 
 The paper's comparisons are named variants (`ModelConfig.variant(name)`), each a few overrides of
 the defaults: Table 3 (SR-GNN and SGNN-HN with and without Atten-Mixer) and Table 4 (ablations).
 """
 
 import dataclasses
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Type
 
 ENCODERS = ("embedding", "srgnn", "sgnnhn")
 READOUTS = ("attenmixer", "last_item", "mean", "srgnn_attention")
@@ -22,121 +23,169 @@ HEAD_SPLITS = ("transpose", "reshape")
 ATTENTION_SCORINGS = ("softmax", "sigmoid_softmax")
 POOLINGS = ("lp", "mean", "max")
 POOLED_NORMALIZATIONS = ("sum", "softmax")
+ATTENTION_TEMPERATURES = ("head_dim", "model_dim")
 INITIALIZATIONS = ("keras", "uniform")
 LOSSES = ("full_softmax", "sampled_softmax")
 
 
+def option(default: Any, help_text: str) -> Any:
+  """A dataclass field with its meaning (`metadata["help"]`, also the trainer's flag help)."""
+  return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+def option_help(cls: Type) -> Dict[str, str]:
+  """Maps the fields of a dataclass built with `option` to their help text."""
+  return {field.name: field.metadata["help"] for field in dataclasses.fields(cls)}
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Options of the session retrieval model (item encoder, readout, scoring, loss).
+class AttenMixerOptions:
+  """The options of the `AttenMixer` readout (SPEC.md, steps 2-5): one field per argument of the
+  layer's constructor, whose `dropout` is `attention_dropout` here (`layer_arguments`). Each
+  field's `help` gives its meaning; the paper's behaviour is the default.
 
-  Item encoder:
-    encoder: "embedding" (item table lookup, the paper's default), "srgnn" (SR-GNN's gated graph
-      network over the session graph) or "sgnnhn" (SGNN-HN: star node and highway connection).
-    embedding_dim: d, the size of item embeddings, item states and session vectors.
-    dropout: dropout rate on the item states during training.
-    gnn_steps: propagation steps of the graph encoders.
-    normalize: L2-normalise item states, the session vector and the candidate table (NISER). Off
-      only for the original, unnormalised SR-GNN baseline.
-    normalize_after_dropout: L2-normalise the item states again after their dropout in training
-      (the authors' code), so that they are unit vectors in training as in evaluation.
-
-  Readout (the session summary `s`, see `readouts.py` and `attenmixer.py`):
-    readout: "attenmixer", "last_item", "mean" or "srgnn_attention".
-    num_levels: L, the number of intent levels (paper 3, authors' code 7).
-    level_aggregation: how the items of a level form its query: "sum" (deep sets, the paper) or
-      "concat" (ordered concatenation, the authors' code and the -LI ablation).
-    level_selection: which items level l summarises: "recent" (the last l items, inherent
-      priority) or "earliest" (the first l items; the -IP ablation).
-    num_heads: attention heads; must divide `embedding_dim`.
-    head_split: "transpose" (proper multi-head attention) or "reshape" (the authors' code: a plain
-      reshape of queries and keys that mixes positions and features across heads).
-    attention_scoring: "softmax" (scaled dot product, softmax over positions, the paper) or
-      "sigmoid_softmax" (the code: softmax over positions of 2 * sigmoid(q.k)).
-    mask_level_attention: mask padding out of the per-level attention maps. False reproduces the
-      code's unmasked first softmax, whose output then depends on the padded length.
-    pooling: how the L maps of a head are pooled per position: "lp" (Lp norm), "mean" (-LP
-      ablation) or "max".
-    lp_norm: p of the Lp pooling (4, as in the code).
-    pooled_normalization: renormalisation of the pooled map over valid positions: "sum" (divide by
-      the sum, the paper) or "softmax" (the code: masked softmax of 2 * a).
-    normalize_queries_over_levels: L2-normalise the stacked queries [batch, L, d] along the level
-      axis before the attention (the code's quirk; changes the attention temperature).
-    attention_dropout: dropout rate on the pooled attention map during training.
-    layer_norm: LayerNorm (epsilon 1e-8) on the concatenated heads, as in the code.
-
-  Initialisation:
-    initialization: "uniform" (every trainable weight, biases and LayerNorm parameters included,
-      drawn from U(-1/sqrt(d), 1/sqrt(d)) by `SessionRetrievalModel.create_weights`, as the
-      authors' and SR-GNN's code do) or "keras" (each layer's own initialisers: Glorot kernels,
-      zero biases, unit LayerNorm scales; the default until 2026-12-02).
-
-  Scoring and loss:
-    scale: sigma, the fixed scale of the cosine scores (16; the code's GNN variants use 12).
-    table_dropout: dropout rate on the normalised item table used for scoring in training (code).
-    loss: "full_softmax" (cross-entropy over the whole catalogue, the paper) or "sampled_softmax"
-      (`tfrs.tasks.Retrieval` over sampled candidates with logQ correction).
-    in_batch_negatives: sampled softmax: the other targets of the batch are negatives.
-    num_uniform_negatives: sampled softmax: extra negatives drawn uniformly from the catalogue,
-      shared by the batch.
+  Raises:
+    ValueError: an option outside its choices or range, naming it.
   """
 
-  encoder: str = "embedding"
-  embedding_dim: int = 256
-  dropout: float = 0.1
-  gnn_steps: int = 1
-  normalize: bool = True
-  normalize_after_dropout: bool = False
-
-  readout: str = "attenmixer"
-  num_levels: int = 3
-  level_aggregation: str = "sum"
-  level_selection: str = "recent"
-  num_heads: int = 8
-  head_split: str = "transpose"
-  attention_scoring: str = "softmax"
-  mask_level_attention: bool = True
-  pooling: str = "lp"
-  lp_norm: float = 4.0
-  pooled_normalization: str = "sum"
-  normalize_queries_over_levels: bool = False
-  attention_dropout: float = 0.1
-  layer_norm: bool = True
-
-  initialization: str = "uniform"
-
-  scale: float = 16.0
-  table_dropout: float = 0.1
-  loss: str = "full_softmax"
-  in_batch_negatives: bool = True
-  num_uniform_negatives: int = 0
+  num_levels: int = option(3, "L, the number of intent levels (paper 3, authors' code 7; L = 1 "
+                           "is the -M ablation).")
+  level_aggregation: str = option(
+      "sum", "how the items of a level form its query: \"sum\" (deep sets, the paper) or "
+      "\"concat\" (ordered concatenation with one linear map per level, the authors' code and "
+      "the -LI ablation).")
+  level_selection: str = option(
+      "recent", "which items level l summarises: \"recent\" (the last l items, inherent "
+      "priority) or \"earliest\" (the first l items; the -IP ablation). Slots beyond the "
+      "session are zero vectors.")
+  num_heads: int = option(8, "attention heads; must divide the item state size.")
+  head_split: str = option(
+      "transpose", "\"transpose\" (proper multi-head attention: each head owns a slice of "
+      "features at every position) or \"reshape\" (the authors' code: a plain reshape of "
+      "queries and keys that mixes positions and features across heads).")
+  attention_scoring: str = option(
+      "softmax", "\"softmax\" (scaled dot product, softmax over positions, the paper) or "
+      "\"sigmoid_softmax\" (the code: softmax over positions of 2 * sigmoid(q.k), unscaled).")
+  attention_temperature: str = option(
+      "head_dim", "the scale of the \"softmax\" scoring's dot products: \"head_dim\" divides "
+      "them by sqrt(d / heads) (the authors' code and standard multi-head attention) or "
+      "\"model_dim\" by sqrt(d) (the paper's Eq. 7).")
+  mask_level_attention: bool = option(
+      True, "mask padding out of the per-level attention maps. False reproduces the code's "
+      "unmasked first softmax, whose output then depends on the padded length.")
+  pooling: str = option("lp", "how the L maps of a head are pooled per position: \"lp\" (Lp "
+                        "norm), \"mean\" (-LP ablation) or \"max\".")
+  lp_norm: float = option(4.0, "p of the Lp pooling (4, as in the code; p = 1 sums, p -> inf "
+                          "tends to max).")
+  pooled_normalization: str = option(
+      "sum", "renormalisation of the pooled map over valid positions: \"sum\" (divide by the "
+      "sum, the paper) or \"softmax\" (the code: masked softmax of 2 * a).")
+  normalize_queries_over_levels: bool = option(
+      False, "L2-normalise the stacked queries [batch, L, d] along the level axis before the "
+      "attention (the code's quirk; changes the attention temperature).")
+  attention_dropout: float = option(0.1, "dropout rate on the pooled attention map during "
+                                    "training.")
+  layer_norm: bool = option(True, "LayerNorm (epsilon 1e-8) on the concatenated heads, as in "
+                            "the code.")
+  normalize_readout: bool = option(
+      False, "L2-normalise the readout s (after the LayerNorm) before the final projection, "
+      "as the paper's Eq. 4 writes ~s; the authors' code does not.")
 
   def __post_init__(self):
-    choices = {
-        "encoder": ENCODERS,
-        "readout": READOUTS,
-        "level_aggregation": LEVEL_AGGREGATIONS,
-        "level_selection": LEVEL_SELECTIONS,
-        "head_split": HEAD_SPLITS,
-        "attention_scoring": ATTENTION_SCORINGS,
-        "pooling": POOLINGS,
-        "pooled_normalization": POOLED_NORMALIZATIONS,
-        "initialization": INITIALIZATIONS,
-        "loss": LOSSES,
-    }
+    for name, allowed in (("level_aggregation", LEVEL_AGGREGATIONS),
+                          ("level_selection", LEVEL_SELECTIONS), ("head_split", HEAD_SPLITS),
+                          ("attention_scoring", ATTENTION_SCORINGS),
+                          ("attention_temperature", ATTENTION_TEMPERATURES),
+                          ("pooling", POOLINGS),
+                          ("pooled_normalization", POOLED_NORMALIZATIONS)):
+      check_choice(name, getattr(self, name), allowed)
+    for name in ("num_levels", "num_heads"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+    if self.lp_norm <= 0:
+      raise ValueError(f"lp_norm must be > 0, got {self.lp_norm}.")
+    if not 0.0 <= self.attention_dropout < 1.0:
+      raise ValueError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}.")
+
+  def layer_arguments(self) -> Dict[str, Any]:
+    """The options as `AttenMixer`'s constructor arguments (of a `ModelConfig` too)."""
+    return {_LAYER_ARGUMENT.get(field.name, field.name): getattr(self, field.name)
+            for field in dataclasses.fields(AttenMixerOptions)}
+
+  @classmethod
+  def from_layer_arguments(cls, arguments: Mapping[str, Any]) -> "AttenMixerOptions":
+    """The options from `AttenMixer`'s constructor arguments (other keys are ignored)."""
+    return cls(**{field.name: arguments[_LAYER_ARGUMENT.get(field.name, field.name)]
+                  for field in dataclasses.fields(cls)})
+
+
+# AttenMixerOptions fields whose `AttenMixer` constructor argument has another name.
+_LAYER_ARGUMENT = {"attention_dropout": "dropout"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(AttenMixerOptions):
+  """Options of the session retrieval model: item encoder, readout (Atten-Mixer's options are the
+  fields of `AttenMixerOptions`), initialisation, scoring and loss. Each field's `help` gives its
+  meaning.
+
+  Raises:
+    ValueError: an option outside its choices or range, or an impossible combination.
+  """
+
+  encoder: str = option(
+      "embedding", "\"embedding\" (item table lookup, the paper's default), \"srgnn\" "
+      "(SR-GNN's gated graph network over the session graph) or \"sgnnhn\" (SGNN-HN: star "
+      "node and highway connection).")
+  embedding_dim: int = option(256, "d, the size of item embeddings, item states and session "
+                              "vectors.")
+  dropout: float = option(0.1, "dropout rate on the item states during training.")
+  gnn_steps: int = option(1, "propagation steps of the graph encoders.")
+  normalize: bool = option(
+      True, "L2-normalise item states, the session vector and the candidate table (NISER). Off "
+      "only for the original, unnormalised SR-GNN baseline.")
+  normalize_after_dropout: bool = option(
+      False, "L2-normalise the item states again after their dropout in training (the "
+      "authors' code), so that they are unit vectors in training as in evaluation.")
+
+  readout: str = option("attenmixer", "the session readout: \"attenmixer\", \"last_item\", "
+                        "\"mean\" or \"srgnn_attention\".")
+
+  initialization: str = option(
+      "uniform", "\"uniform\" (every trainable weight, biases and LayerNorm parameters "
+      "included, drawn from U(-1/sqrt(d), 1/sqrt(d)) by "
+      "`SessionRetrievalModel.create_weights`, as the authors' and SR-GNN's code do) or "
+      "\"keras\" (each layer's own initialisers: Glorot kernels, zero biases, unit LayerNorm "
+      "scales).")
+
+  scale: float = option(16.0, "sigma, the fixed scale of the cosine scores (16; the code's GNN "
+                        "variants use 12).")
+  table_dropout: float = option(0.1, "dropout rate on the normalised item table used for "
+                                "scoring in training (the code).")
+  loss: str = option(
+      "full_softmax", "\"full_softmax\" (cross-entropy over the whole catalogue, the paper) "
+      "or \"sampled_softmax\" (`tfrs.tasks.Retrieval` over sampled candidates with logQ "
+      "correction).")
+  in_batch_negatives: bool = option(True, "sampled softmax: the other targets of the batch are "
+                                    "negatives.")
+  num_uniform_negatives: int = option(0, "sampled softmax: extra negatives drawn uniformly from "
+                                      "the catalogue, shared by the batch.")
+
+  def __post_init__(self):
+    super().__post_init__()
+    choices = {"encoder": ENCODERS, "readout": READOUTS, "initialization": INITIALIZATIONS,
+               "loss": LOSSES}
     for name, allowed in choices.items():
       check_choice(name, getattr(self, name), allowed)
-    for name in ("embedding_dim", "gnn_steps", "num_levels", "num_heads"):
+    for name in ("embedding_dim", "gnn_steps"):
       if getattr(self, name) < 1:
         raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}.")
-    for name in ("dropout", "attention_dropout", "table_dropout"):
+    for name in ("dropout", "table_dropout"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)}.")
     if self.embedding_dim % self.num_heads:
       raise ValueError(f"ModelConfig.num_heads ({self.num_heads}) must divide "
                        f"embedding_dim ({self.embedding_dim}).")
-    if self.lp_norm <= 0:
-      raise ValueError(f"ModelConfig.lp_norm must be > 0, got {self.lp_norm}.")
     if self.scale <= 0:
       raise ValueError(f"ModelConfig.scale must be > 0, got {self.scale}.")
     if self.num_uniform_negatives < 0:

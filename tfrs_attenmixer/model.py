@@ -44,21 +44,7 @@ def build_encoder(config: ModelConfig, num_items: int, **kwargs) -> encoders.Ite
 def build_readout(config: ModelConfig, **kwargs) -> readouts.Readout:
   """The readout named by `config.readout`; `kwargs` go to the layer (name, dtype)."""
   if config.readout == "attenmixer":
-    return attenmixer.AttenMixer(
-        num_levels=config.num_levels,
-        level_aggregation=config.level_aggregation,
-        level_selection=config.level_selection,
-        num_heads=config.num_heads,
-        head_split=config.head_split,
-        attention_scoring=config.attention_scoring,
-        mask_level_attention=config.mask_level_attention,
-        pooling=config.pooling,
-        lp_norm=config.lp_norm,
-        pooled_normalization=config.pooled_normalization,
-        normalize_queries_over_levels=config.normalize_queries_over_levels,
-        dropout=config.attention_dropout,
-        layer_norm=config.layer_norm,
-        **kwargs)
+    return attenmixer.AttenMixer(**config.layer_arguments(), **kwargs)
   baselines = {
       "last_item": readouts.LastItemReadout,
       "mean": readouts.MeanReadout,

@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any, Dict, Mapping
 
 from data.input_config import SHARD_POLICIES, TRAIN_ORDERS, InputConfig
-from tfrs_attenmixer.config import VARIANTS, ModelConfig, check_choice
+from tfrs_attenmixer.config import VARIANTS, ModelConfig, check_choice, option
 
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 PRECISIONS = ("float32", "bfloat16", "auto")
@@ -18,65 +18,59 @@ PRECISIONS = ("float32", "bfloat16", "auto")
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Options of the training protocol (SPEC.md: Adam 1e-3, L2 1e-5, x0.1 every 3 epochs, ...).
+  Each field's `help` gives its meaning.
 
-  Attributes:
-    epochs: maximum number of training epochs.
-    batch_size: global batch size (split over replicas).
-    learning_rate: initial Adam learning rate.
-    l2: L2 weight decay, added to the gradients as `l2 * weight` (PyTorch Adam's weight_decay).
-    lr_decay: factor applied to the learning rate every `lr_decay_epochs` epochs.
-    lr_decay_epochs: epochs between two learning-rate decays.
-    patience: epochs without a better validation MRR@20 before training stops early.
-    max_length: most recent items of a session prefix fed to the model.
-    seed: seed of the weights' initialisation and of the data order.
-    max_steps_per_epoch: cap on the training steps of an epoch (0: a full pass over the data).
-    checkpoint_every_steps: steps between two checkpoints inside an epoch (one is also written at
-      the end of every epoch).
-    eval_batch_size: batch size of validation and test evaluation.
-    shuffle_buffer: examples in the training shuffle buffer.
-    shard_policy: how input is divided between workers: auto, file or data.
-    train_order: order of the training examples: "chronological" (the sessions' time order,
-      unshuffled, as the authors' code reads its file; better on validation) or "shuffled" (per
-      epoch, seeded).
-    strategy: "mirrored" (all local devices, the default), "multi_worker" (reads TF_CONFIG) or
-      "one_device".
-    num_cpu_devices: split the CPU into this many logical devices (so "mirrored" has that many
-      replicas on a machine without accelerators); 0 leaves the devices alone.
-    mixed_precision: "float32", "bfloat16" (the catalogue's score products and softmax in
-      bfloat16: Keras' mixed_bfloat16 policy when the model is built; the query tower and every
-      variable stay float32) or "auto" (bfloat16 where the CPU has bfloat16 kernels,
-      `trainer.hardware`, else float32).
-    jit_compile: compile the query tower's training and evaluation passes with XLA (the whole
-      step for the sampled softmax); the full softmax's table passes are always compiled and its
-      score products always run natively (`tfrs_attenmixer/catalogue_softmax.py`).
-    evaluate_test_every_epoch: also evaluate the test set after every epoch, for the authors'
-      protocol (best test number over epochs); it is never used to select the epoch.
-    train_on_valid: train on the validation split too (all the published training sessions),
-      the refit of the honest protocol: with nothing held out, every one of `epochs` epochs is
-      trained, the last is the result, and the test set is evaluated after each epoch in place
-      of the validation split (never to select anything).
+  Raises:
+    ValueError: an option outside its choices or range, naming it.
   """
-  epochs: int = 10
-  batch_size: int = 100
-  learning_rate: float = 1e-3
-  l2: float = 1e-5
-  lr_decay: float = 0.1
-  lr_decay_epochs: int = 3
-  patience: int = 3
-  max_length: int = InputConfig.max_length
-  seed: int = 123
-  max_steps_per_epoch: int = 0
-  checkpoint_every_steps: int = 1000
-  eval_batch_size: int = 500
-  shuffle_buffer: int = InputConfig.shuffle_buffer
-  shard_policy: str = InputConfig.shard_policy
-  train_order: str = InputConfig.train_order
-  strategy: str = "mirrored"
-  num_cpu_devices: int = 0
-  mixed_precision: str = "float32"
-  jit_compile: bool = True
-  evaluate_test_every_epoch: bool = True
-  train_on_valid: bool = False
+  epochs: int = option(10, "maximum number of training epochs.")
+  batch_size: int = option(100, "global batch size (split over replicas).")
+  learning_rate: float = option(1e-3, "initial Adam learning rate.")
+  l2: float = option(1e-5, "L2 weight decay, added to the gradients as `l2 * weight` (PyTorch "
+                     "Adam's weight_decay).")
+  lr_decay: float = option(0.1, "factor applied to the learning rate every `lr_decay_epochs` "
+                           "epochs.")
+  lr_decay_epochs: int = option(3, "epochs between two learning-rate decays.")
+  patience: int = option(3, "epochs without a better validation MRR@20 before training stops "
+                         "early.")
+  max_length: int = option(InputConfig.max_length, "most recent items of a session prefix fed "
+                           "to the model.")
+  seed: int = option(123, "seed of the weights' initialisation and of the data order.")
+  max_steps_per_epoch: int = option(0, "cap on the training steps of an epoch (0: a full pass "
+                                    "over the data).")
+  checkpoint_every_steps: int = option(1000, "steps between two checkpoints inside an epoch (one "
+                                       "is also written at the end of every epoch).")
+  eval_batch_size: int = option(500, "batch size of validation and test evaluation.")
+  shuffle_buffer: int = option(InputConfig.shuffle_buffer, "examples in the training shuffle "
+                               "buffer.")
+  shard_policy: str = option(InputConfig.shard_policy, "how input is divided between workers: "
+                             "auto, file or data.")
+  train_order: str = option(
+      InputConfig.train_order, "order of the training examples: \"chronological\" (the "
+      "sessions' time order, unshuffled, as the authors' code reads its file; better on "
+      "validation) or \"shuffled\" (per epoch, seeded).")
+  strategy: str = option("mirrored", "\"mirrored\" (all local devices), \"multi_worker\" "
+                         "(reads TF_CONFIG) or \"one_device\".")
+  num_cpu_devices: int = option(
+      0, "split the CPU into this many logical devices (so \"mirrored\" has that many "
+      "replicas on a machine without accelerators); 0 leaves the devices alone.")
+  mixed_precision: str = option(
+      "float32", "\"float32\", \"bfloat16\" (the catalogue's score products and softmax in "
+      "bfloat16: Keras' mixed_bfloat16 policy when the model is built; the query tower and "
+      "every variable stay float32) or \"auto\" (bfloat16 where the CPU has bfloat16 kernels, "
+      "`trainer.hardware`, else float32).")
+  jit_compile: bool = option(
+      True, "compile the query tower's training and evaluation passes with XLA (the whole "
+      "step for the sampled softmax); the full softmax's table passes are always compiled and "
+      "its score products always run natively (`tfrs_attenmixer/catalogue_softmax.py`).")
+  evaluate_test_every_epoch: bool = option(
+      True, "also evaluate the test set after every epoch, for the authors' protocol (best test "
+      "number over epochs); it is never used to select the epoch.")
+  train_on_valid: bool = option(
+      False, "train on the validation split too (all the published training sessions), the "
+      "refit of the honest protocol: with nothing held out, every one of `epochs` epochs is "
+      "trained, the last is the result, and the test set is evaluated after each epoch in "
+      "place of the validation split (never to select anything).")
 
   def __post_init__(self):
     check_choice("strategy", self.strategy, STRATEGIES)
@@ -112,10 +106,10 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
 
 # What the trainer did before each of these fields existed. A stored `config.json` without the
 # field was written by that code, so it is read with this value, not with the field's current
-# default, which may have changed since (the training order did on 2026-12-01, the
-# initialisation on 2026-12-02).
+# default, which may have changed since (CHANGELOG.md).
 VALUES_BEFORE_FIELD: Dict[str, Dict[str, Any]] = {
-    "model": {"normalize_after_dropout": False, "initialization": "keras"},
+    "model": {"normalize_after_dropout": False, "initialization": "keras",
+              "attention_temperature": "head_dim", "normalize_readout": False},
     "train": {"train_order": "shuffled", "train_on_valid": False},
 }
 

@@ -1,19 +1,17 @@
 """Command-line flags of `python -m trainer.main`: one flag per configuration field.
 
-Flags are generated from the fields of `ModelConfig` and `TrainConfig`, with the help text of each
-field's docstring entry, so a new option needs no second definition here. A flag that is not given
-keeps the value of the preset and variant (`trainer.config.build_config`).
+Flags are generated from the fields of `ModelConfig` and `TrainConfig`, with each field's help
+text (`tfrs_attenmixer.config.option`), so a new option needs no second definition here. A flag
+that is not given keeps the value of the preset and variant (`trainer.config.build_config`).
 """
 
 import dataclasses
-import re
-import textwrap
 from typing import Any, Dict, Optional, Type
 
 from absl import flags
 
 from data import flags as data_flags  # noqa: F401  (defines --dataset, --data_dir, ...)
-from tfrs_attenmixer.config import VARIANTS, ModelConfig
+from tfrs_attenmixer.config import VARIANTS, ModelConfig, option_help
 from trainer.config import ExperimentConfig, TrainConfig, build_config
 
 FLAGS = flags.FLAGS
@@ -22,28 +20,13 @@ _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFI
            str: flags.DEFINE_string}
 
 
-def field_help(cls: Type) -> Dict[str, str]:
-  """Maps field names to their description in the class docstring (`    name: text` entries)."""
-  helps, current = {}, None
-  for line in textwrap.dedent(cls.__doc__ or "").splitlines():
-    match = re.match(r"^\s{2,4}(\w+): (.*)$", line)
-    if match and match.group(1) in {f.name for f in dataclasses.fields(cls)}:
-      current = match.group(1)
-      helps[current] = match.group(2).strip()
-    elif current and line.startswith(" " * 6) and line.strip():
-      helps[current] += " " + line.strip()
-    else:
-      current = None
-  return helps
-
-
 def _define_fields(cls: Type) -> None:
-  helps = field_help(cls)
+  helps = option_help(cls)
   for field in dataclasses.fields(cls):
     field_type = {"bool": bool, "int": int, "float": float, "str": str}.get(
         getattr(field.type, "__name__", str(field.type)), str)
     _DEFINE[field_type](field.name, None,
-                        f"{helps.get(field.name, '')} (default: {field.default!r}, or the preset's)")
+                        f"{helps[field.name]} (default: {field.default!r}, or the preset's)")
 
 
 _define_fields(ModelConfig)
