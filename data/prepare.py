@@ -25,6 +25,7 @@ from data.atomic import atomic_directory, atomic_output
 from data.errors import DataFormatError
 from data.prepared import FORMAT_VERSION, MANIFEST_FILE, STATS_FILE, PreparedDataError, PreparedDataset
 from data.vocabulary import VOCABULARY_FILE, Vocabulary
+from tfrs_attenmixer import console
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +176,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  console.start_tensorflow()
   try:
     dataset = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
                       data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,

@@ -1,3 +1,6 @@
 """SavedModel export, top-K indexes and a TF Serving-compatible gRPC server."""
 
 import tfrs_attenmixer  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from tfrs_attenmixer import console as _console
+
+_console.quiet_native_logs()

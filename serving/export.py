@@ -67,6 +67,7 @@ from data.prepared import PreparedDataset
 from data.vocabulary import VOCABULARY_FILE
 from serving import push
 from serving import warmup
+from tfrs_attenmixer import console
 from tfrs_attenmixer import topk
 from tfrs_attenmixer.model import SessionRetrievalModel
 
@@ -349,6 +350,7 @@ def _define_flags() -> None:
 
 def main(argv: List[str]) -> int:
   del argv
+  console.start_tensorflow()
   from trainer.run_dir import METRICS_FILE, RunDirError, load_trained_model  # pylint: disable=g-import-not-at-top
   values = flags.FLAGS
   run_dir = values.run_dir or values.checkpoint_dir

@@ -36,6 +36,7 @@ from serving import rest
 from serving import servable
 from serving import status
 from serving import tensors
+from tfrs_attenmixer import console
 
 _FLAGS = flags.FLAGS
 
@@ -251,6 +252,7 @@ def serve(manager, limits, tls, stop):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+  console.start_tensorflow()
   stop = _stop_on_signals()
   try:
     configs = _configs()

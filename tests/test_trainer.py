@@ -3,8 +3,10 @@
 Every test runs `python -m trainer.main` in real processes on a small synthetic dataset.
 """
 
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -377,6 +379,24 @@ def full_run(tmp_path_factory, prepared_dir):
   return run, result
 
 
+# The project's own modules, by file name (absl's log lines name the file).
+OUR_FILES = {os.path.basename(path) for package in ("data", "trainer", "serving", "tfrs_attenmixer")
+             for path in glob.glob(os.path.join(ROOT, package, "**", "*.py"), recursive=True)}
+
+
+def lines_a_user_should_not_see(stderr):
+  """Error lines, and log lines of TensorFlow's own (native, or Python records of its modules)."""
+  found = []
+  for line in stderr.replace("\r", "\n").splitlines():
+    python_record = re.match(r"^([IWEF])\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]", line)
+    if python_record:
+      if python_record.group(1) in "EF" or python_record.group(2) not in OUR_FILES:
+        found.append(line)
+    elif re.match(r"^(\d{4}-\d\d-\d\d [\d:.]+: [IWEF] |[IWEF]0000 |WARNING: All log)", line):
+      found.append(line)  # the C++ runtime's
+  return found
+
+
 def test_full_protocol_refits_for_the_selected_epochs_and_exports_the_refit(
     tmp_path, prepared_dir, full_run):
   run, result = full_run
@@ -390,6 +410,10 @@ def test_full_protocol_refits_for_the_selected_epochs_and_exports_the_refit(
   assert summary["valid"] == selection["valid"] == summary["selection"]["valid"]
   assert summary["selection"]["selected_epoch"] == epochs
   assert f"refit on all training sessions for {epochs} epoch(s)" in result.stdout
+  # The console: the project's lines and the progress bars only.
+  assert not lines_a_user_should_not_see(result.stderr), lines_a_user_should_not_see(
+      result.stderr)
+  assert "epoch 1/2" in result.stderr and "Stage 2 of 2, refit" in result.stderr
   # Only the refit is exported, with the selection stage's validation metrics.
   from serving import push
   with open(run / "export" / "attenmixer" / "1" / "assets.extra" / "export.json") as stream:

@@ -41,6 +41,7 @@ from trainer import flags as trainer_flags
 from trainer import paper
 from trainer import run_dir as run_dir_lib
 from trainer import cluster
+from tfrs_attenmixer import console
 
 FLAGS = flags.FLAGS
 
@@ -290,10 +291,14 @@ def main(argv) -> int:
   if FLAGS.print_config:
     print(json.dumps(run_record(config), sort_keys=True))
     return 0
-  # Logical devices must be configured before TensorFlow's runtime starts (preparing data may
-  # start it).
-  from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top  (imports TF)
-  strategy_lib.split_cpu(config.train.num_cpu_devices)
+  # Logical devices must be configured before TensorFlow's runtime starts; TensorFlow is first
+  # imported inside `start_tensorflow`.
+  def split_cpu():
+    from trainer import strategy  # pylint: disable=g-import-not-at-top  (imports TF)
+    strategy.split_cpu(config.train.num_cpu_devices)
+
+  console.start_tensorflow(split_cpu)
+  from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   run_dir = FLAGS.run_dir or os.path.join("runs", f"{FLAGS.dataset}-{FLAGS.variant}")
 
   # 2. The data (prepared once, then reused).
