@@ -430,7 +430,7 @@ class Trainer:
     return self.selected_epoch()
 
   def summary(self) -> Dict[str, Any]:
-    """The results of the run (see `metrics.json` in the README)."""
+    """The results of the run (`metrics.json`; see trainer/README.md)."""
     history = self.history
     best = self._best_epoch(history)
     selected = next(r for r in history if r.epoch == best)
