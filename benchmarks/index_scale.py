@@ -16,7 +16,7 @@ For each catalogue: exact top-20 by a matmul, then for each index (default optio
 `tfrs_attenmixer.topk`): build time, recall@20 against the exact top-20
 (`topk.retrieval_recall`), the median latency of one `tf.function` call (as served) for batches
 of 1 and 64 queries, then the export: the index saved as a SavedModel (`IndexExport`, saved as
-`serving.export` saves its `ServingModule`), its size on disk, and the time of
+`trainer.export` saves its `ServingModule`), its size on disk, and the time of
 `tf.saved_model.load` and of the loaded model's first call, in this process (the built index is
 deleted first; ScaNN's ops are already loaded). The export is then deleted. Unless `--nosweep`,
 the searched share of the approximate indexes (and ScaNN's reordering) is swept on the same
@@ -337,7 +337,7 @@ def sweep_index(index: tf.keras.layers.Layer, kind: str, options: Dict[str, Any]
 
 class IndexExport(tf.Module):
   """A SavedModel of a bare index: `serving_default` maps `queries` float32 [batch, dim] to
-  `scores` float32 and `rows` int32 [batch, K] (the index inside `serving.export`'s model)."""
+  `scores` float32 and `rows` int32 [batch, K] (the index inside `trainer.export`'s model)."""
 
   def __init__(self, index: tf.keras.layers.Layer, dim: int):
     super().__init__(name="index_export")
@@ -352,7 +352,7 @@ class IndexExport(tf.Module):
 
 def save_index(index: tf.keras.layers.Layer, kind: str, dim: int,
                directory: str) -> Dict[str, Any]:
-  """Saves `index` as a SavedModel in `directory` (ScaNN's ops allowed as `serving.export`
+  """Saves `index` as a SavedModel in `directory` (ScaNN's ops allowed as `trainer.export`
   does); its save time and total size on disk."""
   module = IndexExport(index, dim)
   started = time.perf_counter()

@@ -4,7 +4,7 @@ r"""gRPC serving latency and throughput of the exported model, beside the in-pro
         [--indexes=brute_force,scann,portable_ann] [--clients=1,8,32] [--batch_sizes=1,64]
         [--export_dir=DIR] [--output=results/serving_benchmark]
 
-For each index: exports the run's model (`serving.export.export_model`) into a temporary folder
+For each index: exports the run's model (`trainer.export.export_model`) into a temporary folder
 (or uses `<export_dir>/<model name>/` if `--export_dir` holds it already), then
 1. in-process: loads the SavedModel in this process (importing `scann` for the ScaNN export) and
    times `serving_default` on batches of 1 and 64 realistic sessions (test sessions of the run's
@@ -210,11 +210,13 @@ def load_test(address: str, model_name: str, requests: List[Any], num_clients: i
 
 def ensure_export(model, prepared, config, export_base: str, index: str) -> str:
   """`<export_base>/<model name>/<newest version>`, exporting the model first if absent."""
-  from serving import export  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top  (TensorFlow only when a model is exported)
+  from trainer import export
+  from trainer import versions
   model_name = f"attenmixer_{index}"
-  versions = export.existing_versions(os.path.join(export_base, model_name))
-  if versions:
-    return os.path.join(export_base, model_name, str(versions[-1]))
+  numbers = versions.existing_versions(os.path.join(export_base, model_name))
+  if numbers:
+    return os.path.join(export_base, model_name, str(numbers[-1]))
   started = time.perf_counter()
   path = export.export_model(model, prepared, export_base, model_name=model_name, index=index,
                              max_length=config.train.max_length)
@@ -402,7 +404,7 @@ def _define_flags() -> None:
 
 def main(argv: List[str]) -> int:
   del argv
-  from serving import export  # pylint: disable=g-import-not-at-top
+  from trainer import export  # pylint: disable=g-import-not-at-top
   from trainer.run_dir import load_trained_model  # pylint: disable=g-import-not-at-top
   load_start = os.getloadavg()[0]
   clients = [int(c) for c in FLAGS.clients]

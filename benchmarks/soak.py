@@ -60,8 +60,8 @@ def session_requests(prepared_dir: str, model_name: str, count: int,
   """Batch-1 `PredictRequest`s for `serving_default`: the first `count` test sessions."""
   # pylint: disable=g-import-not-at-top  (TensorFlow only when requests are built)
   from data.prepared import PreparedDataset
-  from serving import export
   from serving import testing
+  from trainer import export
   prepared = PreparedDataset.load(prepared_dir, verify=False)
   sessions = serving_benchmark.test_sessions(prepared, export.raw_id_array(prepared), count,
                                              max_length)

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 from absl import logging
 
 from data.atomic import atomic_output
-from data.registry import DatasetNotFoundError
+from data.errors import DatasetNotFoundError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +153,7 @@ def locate_or_download(name: str, raw_dir: str, allow_download: bool = False) ->
 
   Raises:
     ValueError: for an unknown `name`.
-    data.registry.DatasetNotFoundError: the file is missing and cannot be downloaded (by hand
+    data.errors.DatasetNotFoundError: the file is missing and cannot be downloaded (by hand
       only, downloads not allowed, or the download failed); the message says which file to get,
       from where, and where to put it.
   """

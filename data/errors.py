@@ -1,4 +1,8 @@
-"""The error raised for malformed input data: it always names the file and, where known, the line."""
+"""The errors of the data sources: malformed input data, and a dataset with no source at all.
+
+`DataFormatError` always names the file and, where known, the line; `DatasetNotFoundError` says
+what to provide (which file, from where, into which folder).
+"""
 
 from typing import Optional
 
@@ -21,3 +25,7 @@ class DataFormatError(ValueError):
 
   def __reduce__(self):
     return type(self), (self.path, self.line, self.reason)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """No source of a dataset's sessions was found; the message says what to provide."""

@@ -1,8 +1,12 @@
-"""Command-line flags that choose and prepare a dataset, shared by `data.prepare` and the trainer."""
+"""Command-line flags that choose and prepare a dataset, shared by `data.prepare` and the trainer.
+
+Importing this module defines the flags (absl's global `FLAGS`); only commands import it.
+"""
 
 from absl import flags
 
 from data import registry
+from data.prepare_config import PrepareConfig
 
 flags.DEFINE_enum("dataset", "gowalla", sorted(registry.DATASETS), "Dataset to use.")
 flags.DEFINE_string(
@@ -26,8 +30,8 @@ flags.DEFINE_integer("synthetic_seed", 0, "synthetic dataset: generator seed.")
 FLAGS = flags.FLAGS
 
 
-def prepare_config_from_flags():
-  from data.prepare import PrepareConfig  # pylint: disable=g-import-not-at-top
+def prepare_config_from_flags() -> PrepareConfig:
+  """The `PrepareConfig` the parsed flags ask for."""
   return PrepareConfig(
       dataset=FLAGS.dataset,
       validation_fraction=FLAGS.validation_fraction,

@@ -1,7 +1,7 @@
 """Item popularity: how often each item is clicked in one split of a prepared dataset.
 
 Serving answers sessions with no known item by the most popular training items, so the exported
-SavedModel stores these counts (see `serving.export`).
+SavedModel stores these counts (see `trainer.export`).
 """
 
 import numpy as np

@@ -19,29 +19,13 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from data import flags as data_flags
 from data import registry
 from data.atomic import atomic_directory, atomic_output
-from data.errors import DataFormatError
+from data.errors import DataFormatError, DatasetNotFoundError
+from data.prepare_config import PrepareConfig
 from data.prepared import FORMAT_VERSION, MANIFEST_FILE, STATS_FILE, PreparedDataError, PreparedDataset
 from data.vocabulary import VOCABULARY_FILE, Vocabulary
 from tfrs_attenmixer import console
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareConfig:
-  """Everything that determines the content of a prepared dataset folder."""
-  dataset: str
-  validation_fraction: float = 0.1
-  num_shards: int = 8
-  synthetic: registry.SyntheticOptions = registry.SyntheticOptions()
-
-  def __post_init__(self):
-    registry.get_spec(self.dataset)
-    if not 0.0 < self.validation_fraction < 1.0:
-      raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-    if self.num_shards < 1:
-      raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
 
 
 def _split_stats(sessions: Sequence[Sequence[int]], min_prefix_length: int) -> Dict:
@@ -175,13 +159,15 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+  """`python -m data.prepare`: prepares the dataset its flags (`data.flags`) ask for."""
   del argv
+  from data import flags as data_flags  # pylint: disable=g-import-not-at-top  (see __main__)
   console.start_tensorflow()
   try:
     dataset = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
                       data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,
                       allow_download=FLAGS.download, overwrite=FLAGS.overwrite)
-  except (DataFormatError, registry.DatasetNotFoundError, ValueError) as error:
+  except (DataFormatError, DatasetNotFoundError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1
   print(format_stats(dataset.stats()))
@@ -190,4 +176,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # The command defines its flags before they are parsed; importing this module defines none.
+  from data import flags as _  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   app.run(main)

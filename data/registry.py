@@ -14,6 +14,8 @@ import functools
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
+from data.errors import DatasetNotFoundError
+
 DATA_DIR_ENV = "ATTENMIXER_DATA_DIR"
 TRAIN_FILE = "train_sessions.txt.gz"
 TEST_FILE = "test_sessions.txt.gz"
@@ -56,10 +58,6 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in [
 ]}
 
 
-class DatasetNotFoundError(FileNotFoundError):
-  """No source of a dataset's sessions was found; the message says what to provide."""
-
-
 def get_spec(name: str) -> DatasetSpec:
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
@@ -94,7 +92,7 @@ def load_sessions(spec: DatasetSpec,
   """Returns `(train_sessions, test_sessions, source_description)` for a dataset.
 
   Raises:
-    DatasetNotFoundError: with what to provide, when no source is available.
+    data.errors.DatasetNotFoundError: with what to provide, when no source is available.
     data.errors.DataFormatError: when a file is malformed (names the file and line).
   """
   if spec.name == "synthetic":

@@ -26,10 +26,10 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from data import warmup
 from serving import batching as batching_lib
 from serving import status
 from serving import tensors
-from serving import warmup
 
 DEFAULT_SIGNATURE = "serving_default"  # as tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SERVE_TAG = "serve"

@@ -26,8 +26,8 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
 
+from data import warmup
 from serving import tensors
-from serving import warmup
 
 NUM_ITEMS = 40
 DIM = 4

@@ -1,4 +1,5 @@
-"""serving.export: versioned SavedModels with top-K, loaded in fresh processes.
+"""trainer.export (and `python -m serving.export`): versioned SavedModels with top-K, loaded in
+fresh processes.
 
 `brute_force` and `portable_ann` exports are loaded with plain TensorFlow only (no ScaNN, TFRS or
 this project in the process), `scann` after `import scann`. Answers are compared with the trained
@@ -25,13 +26,14 @@ import tensorflow as tf
 from conftest import run_module
 from data import popularity
 from data import synthetic
+from data import warmup
 from data.pipeline import InputConfig, make_dataset
 from data.prepare import PrepareConfig, prepare
 from data.tfrecord import parse_sessions
 from data.vocabulary import Vocabulary
-from serving import export
-from serving import warmup
 from tfrs_attenmixer import ModelConfig, SessionRetrievalModel, topk
+from trainer import export
+from trainer import versions
 from trainer.config import ExperimentConfig, TrainConfig
 
 MAX_LENGTH = 8
@@ -315,7 +317,7 @@ def test_versions_are_atomic_and_never_replaced(trained, tmp_path, monkeypatch):
 
   # A killed exporter's temporary folder is not a version and does not disturb numbering.
   os.makedirs(os.path.join(model_dir, ".tmp-export-killed", "variables"))
-  assert export.existing_versions(model_dir) == [1, 7]
+  assert versions.existing_versions(model_dir) == [1, 7]
   assert export.export_model(model, prepared, base, max_length=MAX_LENGTH).endswith("/8")
 
 

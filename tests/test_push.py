@@ -1,4 +1,4 @@
-"""serving.push: exports are validated in a fresh process, and pushed only if not worse."""
+"""trainer.push: exports are validated in a fresh process, and pushed only if not worse."""
 
 import json
 import os
@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_module
-from serving import export
-from serving import push
 from serving import testing
+from trainer import export
+from trainer import push
 from test_export import MAX_LENGTH, trained, write_run_folder  # noqa: F401  (fixture reused)
 
 
@@ -92,7 +92,7 @@ def test_validation_allows_only_the_padding_pattern():
 
 
 class _Log:
-  """Stands for absl.logging in serving.push: keeps the formatted messages."""
+  """Stands for absl.logging in trainer.push: keeps the formatted messages."""
 
   def __init__(self):
     self.messages = []

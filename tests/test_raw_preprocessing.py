@@ -13,8 +13,7 @@ import tarfile
 import pytest
 
 from data import download, protocols, raw_formats
-from data.errors import DataFormatError
-from data.registry import DatasetNotFoundError
+from data.errors import DataFormatError, DatasetNotFoundError
 
 DAY = 86400
 T0 = 1262304000  # 2010-01-01T00:00:00Z

@@ -5,7 +5,7 @@ the newest version only; the tests query it, swap in a new version while client 
 requests, feed it broken versions, send each kind of bad request, and stop it with SIGTERM. The
 tests run in file order and share that server; `Server.serving_version` is the version that should
 answer. A second server, deployment-like, is configured by a model config file (the toy with a
-version label, and the real portable and ScaNN exports of serving.export) and uses TLS with client
+version label, and the real portable and ScaNN exports of trainer.export) and uses TLS with client
 certificates.
 """
 
@@ -33,11 +33,11 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from conftest import ROOT, run_module
+from data import warmup
 from serving import client
 from serving import model_config
 from serving import tensors
 from serving import testing
-from serving import warmup
 
 MODEL = "toy"
 SESSIONS = [[1, 2, 3], [4, 0, 0], [40, 39, 38]]
@@ -537,7 +537,7 @@ def test_sigterm_stops_the_server_cleanly(server):
 
 # ---------------------------------------------------------------------------------------------
 # A deployment-like server: a model config file (the toy with a version policy and a label, and
-# the real exports of serving.export, portable and ScaNN, side by side), TLS with client
+# the real exports of trainer.export, portable and ScaNN, side by side), TLS with client
 # certificates on both ports.
 
 
@@ -569,7 +569,7 @@ def real_exports(synthetic_prepared, tmp_path_factory):
   """An (untrained) model exported twice: brute force as 'attenmixer', ScaNN as
   'attenmixer_scann'; returns the export base folder."""
   # Imported here: the other tests of this module do not depend on the model or the exporter.
-  from serving import export
+  from trainer import export
   from tfrs_attenmixer import ModelConfig, SessionRetrievalModel
   model = SessionRetrievalModel(ModelConfig(embedding_dim=16, num_heads=2),
                                 synthetic_prepared.num_items)
@@ -650,7 +650,7 @@ def test_tls_with_client_certificates_and_model_config_file(deployed):
 
 
 def test_serves_the_portable_and_the_scann_export(deployed, synthetic_prepared):
-  from serving import export
+  from trainer import export
   process, tls, _ = deployed
   stub = prediction_service_pb2_grpc.PredictionServiceStub(tls)
   raw_ids = {int(raw) for raw in synthetic_prepared.vocabulary().raw_ids}

@@ -183,7 +183,7 @@ import os, signal, sys, threading
 import trainer.main as trainer_main
 from absl import app
 from tensorflow.python.checkpoint import checkpoint_management
-from serving import push
+from trainer import push
 point, n = sys.argv[1], int(sys.argv[2])
 del sys.argv[1:3]
 calls = []
@@ -239,7 +239,7 @@ def test_sigkill_during_export_leaves_no_broken_version(tmp_path, prepared_dir,
   train(run, prepared_dir, *RESUMABLE, *export)  # the same command again: exports, cleans up
   assert sorted(os.listdir(model_dir)) == ["1"]
   assert_same_final_weights(run, uninterrupted_run)
-  from serving import push
+  from trainer import push
   assert push.validate_saved_model(str(model_dir / "1")).ok
 
 
@@ -415,7 +415,7 @@ def test_full_protocol_refits_for_the_selected_epochs_and_exports_the_refit(
       result.stderr)
   assert "epoch 1/2" in result.stderr and "Stage 2 of 2, refit" in result.stderr
   # Only the refit is exported, with the selection stage's validation metrics.
-  from serving import push
+  from trainer import push
   with open(run / "export" / "attenmixer" / "1" / "assets.extra" / "export.json") as stream:
     exported = json.load(stream)
   assert exported[push.METRICS_KEY] == push.numeric_metrics(selection["valid"])

@@ -35,7 +35,7 @@ from absl import logging
 
 from data import flags as data_flags
 from data import registry
-from data.errors import DataFormatError
+from data.errors import DataFormatError, DatasetNotFoundError
 from data.prepare import prepare
 from trainer import flags as trainer_flags
 from trainer import paper
@@ -190,7 +190,7 @@ def train_stage(config, prepared, stage_dir: str, strategy, task, export_dir: Op
                   "published": paper.published(FLAGS.dataset, FLAGS.variant)})
   try:
     if export_dir and FLAGS.export_indexes:
-      from serving.export import export_model  # pylint: disable=g-import-not-at-top
+      from trainer.export import export_model  # pylint: disable=g-import-not-at-top  (imports TF)
       summary["exports"] = {
           index: export_model(trainer.model, prepared, export_dir, model_name=export_name(index),
                               index=index, max_length=config.train.max_length,
@@ -306,7 +306,7 @@ def main(argv) -> int:
     prepared = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
                        data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,
                        allow_download=FLAGS.download, overwrite=FLAGS.overwrite)
-  except (DataFormatError, registry.DatasetNotFoundError, ValueError) as error:
+  except (DataFormatError, DatasetNotFoundError, ValueError) as error:
     return _fail(str(error), EXIT_CONFIG_ERROR)
 
   # 3. Train and export: one stage, or the full protocol's two.

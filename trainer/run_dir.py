@@ -7,7 +7,7 @@ One stage (`trainer.main --protocol=selection`):
     <run_dir>/best/              the weights of the selected epoch (checkpoint key "model")
     <run_dir>/tensorboard/       TensorBoard logs
     <run_dir>/metrics.json       results (see trainer/README.md)
-    <run_dir>/export/<name>/<version>/   the servable SavedModel (serving.export)
+    <run_dir>/export/<name>/<version>/   the servable SavedModel (trainer.export)
 
 The full protocol (the default): one such stage folder per stage, the results and exports of
 the run (the refit's) at the top:

@@ -1,10 +1,10 @@
 """TFX-style push: validate an export in a fresh process, optionally only push if not worse.
 
-`serving.export.export_model` writes each version into a hidden temporary folder and hands it to
+`trainer.export.export_model` writes each version into a hidden temporary folder and hands it to
 `publish`, which
 
 1. validates it in a fresh process (`validate_in_fresh_process`, i.e.
-   `python -m serving.push --validate=DIR`): the SavedModel must load, answer every request of
+   `python -m trainer.push --validate=DIR`): the SavedModel must load, answer every request of
    `assets.extra/tf_serving_warmup_requests` through its signature, with outputs of the declared
    dtypes and shapes (dimension 0 = the request's batch), finite `scores` and `item_ids` from the
    vocabulary (`assets/vocab.txt`). The one exception is the approximate indexes' padding: an
@@ -18,8 +18,8 @@
    metric recorded, or no version at all, is no baseline: the candidate is published (with a
    warning in the first case). A candidate without the metric is refused when there is a
    baseline.
-3. publishes the version by renaming the folder into place, or deletes it and raises
-   `PushRefused`. The decision is logged (absl) with both numbers.
+3. publishes the version by renaming the folder into place (`trainer.versions`), or deletes it
+   and raises `PushRefused`. The decision is logged (absl) with both numbers.
 """
 
 import dataclasses
@@ -34,7 +34,9 @@ from typing import Any, Dict, List, Optional
 
 from absl import logging
 
-METADATA_FILE = "export.json"  # = serving.export.METADATA_FILE
+from trainer import versions
+
+METADATA_FILE = "export.json"  # = trainer.export.METADATA_FILE
 METRICS_KEY = "validation_metrics"
 DEFAULT_PUSH_METRIC = "mrr_at_20"
 _REPORT_PREFIX = "VALIDATION_REPORT "
@@ -122,7 +124,7 @@ def _check(saved_model_dir: str) -> int:
     import scann  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from serving import warmup  # pylint: disable=g-import-not-at-top
+  from data import warmup  # pylint: disable=g-import-not-at-top
 
   if not os.path.isfile(warmup.warmup_path(saved_model_dir)):
     raise _Invalid(f"no warm-up requests ({warmup.EXTRA_ASSETS_DIR}/{warmup.WARMUP_FILE})")
@@ -211,7 +213,7 @@ def _check_outputs(where, outputs, specs, batch, vocabulary, np) -> None:
 
 def validate_in_fresh_process(saved_model_dir: str,
                               timeout_seconds: float = 600.0) -> ValidationReport:
-  """Runs `python -m serving.push --validate=DIR` and returns its report.
+  """Runs `python -m trainer.push --validate=DIR` and returns its report.
 
   A timeout, a crash or a missing report is a failed report whose reason ends with the tail of
   the subprocess's stderr.
@@ -220,7 +222,7 @@ def validate_in_fresh_process(saved_model_dir: str,
   env = dict(os.environ)
   env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  command = [sys.executable, "-m", "serving.push", f"--validate={os.path.abspath(saved_model_dir)}"]
+  command = [sys.executable, "-m", "trainer.push", f"--validate={os.path.abspath(saved_model_dir)}"]
   try:
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=_ROOT,
                             timeout=timeout_seconds)
@@ -274,8 +276,7 @@ def publish(temporary: str, model_dir: str, version: Optional[int] = None, *,
                    report.requests, report.seconds)
     if push_if_better:
       _compare(temporary, model_dir, push_metric)
-    from serving.export import _publish  # pylint: disable=g-import-not-at-top
-    return _publish(temporary, model_dir, version)
+    return versions.publish_version(temporary, model_dir, version)
   finally:
     if os.path.exists(temporary):
       shutil.rmtree(temporary, ignore_errors=True)
@@ -283,14 +284,13 @@ def publish(temporary: str, model_dir: str, version: Optional[int] = None, *,
 
 def _compare(temporary: str, model_dir: str, metric: str) -> None:
   """Raises `PushRefused` if the candidate's `metric` is below the newest version's."""
-  from serving.export import existing_versions  # pylint: disable=g-import-not-at-top
   candidate = recorded_metric(temporary, metric)
-  versions = existing_versions(model_dir)
-  if not versions:
+  numbers = versions.existing_versions(model_dir)
+  if not numbers:
     logging.info("Push: candidate valid %s = %s; no existing version in %s: publishing",
                  metric, _show(candidate), model_dir)
     return
-  newest = os.path.join(model_dir, str(versions[-1]))
+  newest = os.path.join(model_dir, str(numbers[-1]))
   baseline = recorded_metric(newest, metric)
   if baseline is None:
     logging.warning("Push: candidate valid %s = %s; the newest version %s has no recorded %s: "
@@ -298,16 +298,16 @@ def _compare(temporary: str, model_dir: str, metric: str) -> None:
     return
   if candidate is None:
     message = (f"push refused: the candidate has no recorded validation {metric} (pass the "
-               f"run's metrics), newest version {versions[-1]} has {metric} = {baseline:g}")
+               f"run's metrics), newest version {numbers[-1]} has {metric} = {baseline:g}")
     logging.error("%s", message)
     raise PushRefused(message, baseline=baseline)
   if candidate < baseline:
     message = (f"push refused: candidate valid {metric} = {candidate:g} is worse than "
-               f"{baseline:g} of the newest version {versions[-1]} ({newest})")
+               f"{baseline:g} of the newest version {numbers[-1]} ({newest})")
     logging.warning("%s", message)
     raise PushRefused(message, candidate=candidate, baseline=baseline)
   logging.info("Push: candidate valid %s = %g >= %g of the newest version %d: publishing",
-               metric, candidate, baseline, versions[-1])
+               metric, candidate, baseline, numbers[-1])
 
 
 def _show(value: Optional[float]) -> str:

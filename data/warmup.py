@@ -5,6 +5,9 @@ TF Serving replays `<version>/assets.extra/tf_serving_warmup_requests` (a TFReco
 version takes traffic, so the first real request does not pay for graph optimisation and
 memory allocation. Each record holds a `predict_log.request`: a `PredictRequest` for one
 signature with realistic sessions (raw item ids, 0-padded) taken from the training data.
+
+The export writes the file (`trainer.export`); the push validation (`trainer.push`) and the model
+server (`serving.servable`) replay it: the format belongs to `data`, which all of them import.
 """
 
 import os

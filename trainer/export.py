@@ -1,0 +1,264 @@
+"""Servable SavedModels: query tower + top-K index + vocabulary, in versioned folders.
+
+`export_model` exports a trained model: the trainer (`trainer.main`) calls it at the end of
+training, and `python -m serving.export --run_dir=RUN` on a finished run folder.
+
+Layout: `<export_base>/<model_name>/<version>/` is a SavedModel (integer versions, as TF Serving
+expects; by default 1 + the largest existing one) with `assets/vocab.txt` (the vocabulary),
+`assets.extra/tf_serving_warmup_requests` (see `data.warmup`) and
+`assets.extra/export.json` (index kind and parameters, max_length, catalogue size). A version is
+written into a hidden temporary folder beside it and renamed into place once complete
+(`trainer.versions`), after `trainer.push` has validated it in a fresh process (and, with
+`push_if_better`, found its validation metric not worse than the newest version's). A temporary
+folder left by a killed exporter is removed by the next export.
+
+Signatures. Item ids are RAW ids (those of the dataset files), int64; 0 is padding.
+
+| signature | inputs | outputs |
+|---|---|---|
+| `serving_default` | `sessions` int64 [batch, length] | `item_ids` int64 [batch, 20], `scores` float32 [batch, 20], `unknown_items` int32 [batch] |
+| `top_k` | `sessions`, `k` int32 scalar | as `serving_default`, with min(k, N) columns |
+| `session_embedding` | `sessions` | `embedding` float32 [batch, dim] |
+| `score_items` | `sessions`, `candidates` int64 [batch, num_candidates] | `scores` float32 [batch, num_candidates] |
+
+The default k: TF Serving needs every input of a signature in each request, so an optional `k`
+is two signatures: `serving_default` takes only `sessions` and returns the top `DEFAULT_K` = 20;
+`top_k` takes `sessions` and `k` (k >= 1; k > N returns all N items).
+
+Sessions: each row is a session in click order, of any length, 0-padded on either side. Ids not
+in the vocabulary are treated as padding and counted in `unknown_items` (never an error). The
+most recent `max_length` known items are fed to the model (as in training). A session with no
+known item (empty, all padding or all unknown) gets the most popular training items, with their
+share of the training clicks as `scores`; its `embedding` is zeros. Scores are the model's
+`scale * <session, item>` (the logits of training).
+
+`score_items` scores the given candidates exactly (no index); unknown candidates and padding
+(0) get -inf. For a session with no known item it returns the candidates' click shares, so its
+order agrees with `serving_default`.
+
+The approximate indexes may return fewer than k real items; the missing entries are item id 0
+with score -inf (see `tfrs_attenmixer.topk`).
+
+Loading: `brute_force` and `portable_ann` exports hold only stock TensorFlow ops (stock TF
+Serving, or `tf.saved_model.load` without this project); a `scann` export needs the ScaNN ops
+(`import scann` before `tf.saved_model.load`, or TF Serving built with ScaNN).
+"""
+
+import json
+import os
+import shutil
+from typing import Any, Dict, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from data import popularity
+from data import warmup
+from data.prepared import PreparedDataset
+from data.vocabulary import VOCABULARY_FILE
+from tfrs_attenmixer import topk
+from tfrs_attenmixer.model import SessionRetrievalModel
+from trainer import push
+from trainer import versions
+from trainer.export_errors import ExportError
+
+DEFAULT_K = 20
+METADATA_FILE = "export.json"
+
+_SESSIONS = tf.TensorSpec([None, None], tf.int64, name="sessions")
+_K = tf.TensorSpec([], tf.int32, name="k")
+_CANDIDATES = tf.TensorSpec([None, None], tf.int64, name="candidates")
+
+
+class ServingModule(tf.Module):
+  """The exported object: raw-id sessions in, top-K raw ids, embeddings or scores out.
+
+  Holds the query tower, the index over the candidate vectors, the exact candidate vectors
+  float32 [N, dim] (row r = item index r + 1, for `score_items`), the vocabulary lookup table
+  (raw id -> index, from the `vocab.txt` asset), `raw_ids` int64 [N + 1] (index -> raw id, 0 for
+  padding) and the popularity (`click_share` float32 [N + 1], `popular_indices` int64 [N]).
+  """
+
+  def __init__(self, model: SessionRetrievalModel, index: tf.keras.layers.Layer,
+               vocabulary_file: str, raw_ids: np.ndarray, counts: np.ndarray, max_length: int):
+    super().__init__(name="attenmixer_serving")
+    self.query_tower = model.query_tower
+    self.index = index
+    self.num_items = model.num_items
+    self.max_length = max_length
+    self.scale = float(model.config.scale)
+    self.candidates = tf.Variable(model.candidate_embeddings(), trainable=False,
+                                  name="candidates")
+    self.vocabulary = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            vocabulary_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER),
+        default_value=0)
+    self.raw_ids = tf.Variable(raw_ids, trainable=False, name="raw_ids")
+    total = max(int(counts.sum()), 1)
+    self.click_share = tf.Variable((counts / total).astype(np.float32), trainable=False,
+                                   name="click_share")
+    self.popular_indices = tf.Variable(popularity.most_popular(counts), trainable=False,
+                                       name="popular_indices")
+
+  def signatures(self) -> Dict[str, Any]:
+    return {
+        "serving_default": self.recommend,
+        "top_k": self.top_k,
+        "session_embedding": self.session_embedding,
+        "score_items": self.score_items,
+    }
+
+  @tf.function(input_signature=[_SESSIONS])
+  def recommend(self, sessions: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """`serving_default`: the top `DEFAULT_K` items of each session."""
+    return self._top_k(sessions, tf.constant(DEFAULT_K))
+
+  @tf.function(input_signature=[_SESSIONS, _K])
+  def top_k(self, sessions: tf.Tensor, k: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """`top_k`: the top min(k, N) items of each session."""
+    return self._top_k(sessions, k)
+
+  @tf.function(input_signature=[_SESSIONS])
+  def session_embedding(self, sessions: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """`session_embedding`: the session vectors [batch, dim] (zeros when no item is known)."""
+    items, _, empty = self._encode(sessions)
+    return {"embedding": self._embed(items, empty)}
+
+  @tf.function(input_signature=[_SESSIONS, _CANDIDATES])
+  def score_items(self, sessions: tf.Tensor, candidates: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """`score_items`: exact scores [batch, num_candidates] of the candidates (raw ids)."""
+    items, _, empty = self._encode(sessions)
+    queries = self._embed(items, empty)
+    indices = self.vocabulary.lookup(tf.strings.as_string(candidates))
+    vectors = tf.gather(self.candidates, tf.maximum(indices - 1, 0))
+    scores = self.scale * tf.linalg.matvec(vectors, queries)
+    scores = tf.where(empty[:, None], tf.gather(self.click_share, indices), scores)
+    return {"scores": tf.where(indices > 0, scores, -np.inf)}
+
+  def _encode(self, sessions: tf.Tensor):
+    """Raw-id sessions [batch, length] -> (indices int32 [batch, max_length] left-padded with
+    the most recent known items, unknown counts int32 [batch], no-known-item flags [batch])."""
+    indices = self.vocabulary.lookup(tf.strings.as_string(sessions))
+    known = indices > 0
+    unknown = tf.reduce_sum(tf.cast(tf.not_equal(sessions, 0) & ~known, tf.int32), axis=1)
+    latest_first = tf.reverse(tf.ragged.boolean_mask(indices, known), axis=[1])
+    items = tf.reverse(latest_first.to_tensor(0, shape=[None, self.max_length]), axis=[1])
+    return tf.cast(items, tf.int32), unknown, ~tf.reduce_any(known, axis=1)
+
+  def _embed(self, items: tf.Tensor, empty: tf.Tensor) -> tf.Tensor:
+    queries = self.query_tower(items, training=False)
+    return tf.where(empty[:, None], tf.zeros_like(queries), queries)
+
+  def _top_k(self, sessions: tf.Tensor, k: tf.Tensor) -> Dict[str, tf.Tensor]:
+    tf.debugging.assert_positive(k, message="k must be >= 1")
+    k = tf.minimum(k, self.num_items)
+    items, unknown, empty = self._encode(sessions)
+    scores, rows = self.index(self._embed(items, empty), k=k)
+    popular = self.popular_indices[:k]
+    item_ids = tf.where(empty[:, None], tf.gather(self.raw_ids, popular)[None, :],
+                        tf.gather(self.raw_ids, rows + 1))
+    scores = tf.where(empty[:, None], tf.gather(self.click_share, popular)[None, :],
+                      self.scale * scores)
+    return {"item_ids": item_ids, "scores": scores, "unknown_items": unknown}
+
+
+def raw_id_array(prepared: PreparedDataset) -> np.ndarray:
+  """int64 [N + 1]: the raw id of each item index (entry 0 = 0, padding).
+
+  Serving takes raw ids as int64 with 0 as padding, so every raw id must be a canonical
+  positive integer; anything else is an `ExportError` naming the id.
+  """
+  raw_ids = prepared.vocabulary().raw_ids
+  values = np.zeros(len(raw_ids) + 1, np.int64)
+  for index, raw in enumerate(raw_ids, start=1):
+    if not raw.isdigit() or str(int(raw)) != raw or not 0 < int(raw) < 2**63:
+      raise ExportError(f"{os.path.join(prepared.directory, VOCABULARY_FILE)}, line "
+                        f"{index + 1}: raw id {raw!r} is not a positive int64; serving takes "
+                        "int64 raw ids with 0 as padding")
+    values[index] = int(raw)
+  return values
+
+
+def export_model(model: SessionRetrievalModel,
+                 prepared: PreparedDataset,
+                 export_base: str,
+                 model_name: str = "attenmixer",
+                 index: str = "brute_force",
+                 version: Optional[int] = None,
+                 max_length: int = 20,
+                 validate: bool = True,
+                 push_if_better: bool = False,
+                 metrics: Optional[Dict[str, Any]] = None,
+                 push_metric: str = "mrr_at_20",
+                 **index_options: Any) -> str:
+  """Exports `model` as `<export_base>/<model_name>/<version>/` and returns that path.
+
+  Args:
+    model: the trained model (built, weights loaded).
+    prepared: its prepared dataset (vocabulary, and the training split for popularity and the
+      warm-up requests).
+    export_base: the folder TF Serving's `base_path`s live in.
+    model_name: the model's folder (and TF Serving model name).
+    index: "brute_force", "scann" or "portable_ann" (see `tfrs_attenmixer.topk`).
+    version: integer version >= 1; default 1 + the largest existing one. An existing version is
+      never replaced (`ExportError`).
+    max_length: most recent items fed to the query tower (the training `max_length`).
+    validate: validate the version in a fresh process before publishing it (`trainer.push`).
+    push_if_better: publish only if the version's `metrics[push_metric]` is not below the
+      newest existing version's (`trainer.push`); otherwise `push.PushRefused`.
+    metrics: the run's validation metrics (percent), recorded in `export.json`.
+    push_metric: the metric `push_if_better` compares.
+    **index_options: index parameters overriding `topk.default_options`.
+  """
+  if index not in topk.INDEX_KINDS:
+    raise ExportError(f"index must be one of {', '.join(topk.INDEX_KINDS)}; got {index!r}")
+  if version is not None and (isinstance(version, bool) or not isinstance(version, int) or
+                              version < 1):
+    raise ExportError(f"version must be an integer >= 1; got {version!r}")
+  if max_length < 1:
+    raise ExportError(f"max_length must be >= 1; got {max_length}")
+  model_dir = os.path.join(export_base, model_name)
+  if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
+    raise ExportError(f"{os.path.join(model_dir, str(version))} exists; versions are never "
+                      "replaced (omit the version to take the next one)")
+
+  raw_ids = raw_id_array(prepared)
+  counts = popularity.item_counts(prepared, "train")
+  options = {**topk.default_options(index, model.num_items), **index_options}
+  logging.info("Building the %s index over %d items: %s", index, model.num_items, options)
+  layer = topk.build_index(index, model.candidate_embeddings(), k=DEFAULT_K, **options)
+  module = ServingModule(model, layer, os.path.join(prepared.directory, VOCABULARY_FILE),
+                         raw_ids, counts, max_length)
+  metadata = {"index": index, "index_options": options, "max_length": max_length,
+              "num_items": model.num_items, "embedding_dim": model.config.embedding_dim,
+              "default_k": DEFAULT_K, "dataset": prepared.name,
+              "signatures": sorted(module.signatures())}
+  if metrics:
+    metadata[push.METRICS_KEY] = push.numeric_metrics(metrics)
+
+  os.makedirs(model_dir, exist_ok=True)
+  versions.remove_abandoned_temporaries(model_dir)
+  temporary = versions.make_temporary(model_dir)
+  try:
+    save_options = tf.saved_model.SaveOptions(
+        namespace_whitelist=["Scann"] if index == "scann" else None)
+    tf.saved_model.save(module, temporary, signatures=module.signatures(), options=save_options)
+    _write_extras(temporary, model_name, metadata,
+                  warmup.sample_sessions(prepared, raw_ids))
+    path = push.publish(temporary, model_dir, version, validate=validate,
+                        push_if_better=push_if_better, push_metric=push_metric)
+  finally:
+    if os.path.exists(temporary):
+      shutil.rmtree(temporary, ignore_errors=True)
+  logging.info("Exported %s (%s index)", path, index)
+  return path
+
+
+def _write_extras(saved_model_dir: str, model_name: str, metadata: Dict[str, Any],
+                  sessions: np.ndarray) -> None:
+  """`assets.extra/`: the warm-up requests and `export.json`."""
+  warmup.write_warmup_requests(saved_model_dir, model_name, sessions)
+  with open(os.path.join(saved_model_dir, warmup.EXTRA_ASSETS_DIR, METADATA_FILE), "w") as out:
+    json.dump(metadata, out, indent=1, sort_keys=True)
