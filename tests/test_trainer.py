@@ -468,6 +468,23 @@ def test_full_protocol_killed_in_the_refit_resumes_it_without_the_selection(
   assert metrics(run)["test"] == metrics(reference)["test"]
 
 
+def test_a_data_package_in_the_working_folder_is_harmless(tmp_path, full_run):
+  """Our top-level packages have common names: a user's own `data/` (first on `sys.path` under
+  `python -m`) must not replace ours in the trainer or the export."""
+  run, _ = full_run
+  user = tmp_path / "user"
+  (user / "data").mkdir(parents=True)
+  for name in ("__init__.py", "flags.py", "prepared.py"):
+    (user / "data" / name).write_text("raise RuntimeError('the user\\'s own data package')\n")
+  printed = run_module("trainer.main", "--dataset=gowalla", "--print_config", cwd=user)
+  assert printed.returncode == 0, printed.stderr[-3000:]
+  assert json.loads(printed.stdout.splitlines()[-1])["dataset"] == "gowalla"
+  exported = run_module("serving.export", f"--run_dir={run}", f"--export_dir={user / 'out'}",
+                        "--novalidate", cwd=user)
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  assert (user / "out" / "attenmixer" / "1" / "saved_model.pb").is_file()
+
+
 def test_refit_from_a_committed_selection_result_alone(tmp_path, prepared_dir, full_run):
   reference, _ = full_run
   committed = tmp_path / "results"
