@@ -19,10 +19,8 @@ class InputConfig:
     shard_policy: "auto", "file" or "data" (see the module doc).
     train_order: order of the training examples: "chronological" (the time order of the
       sessions, every epoch the same, so each epoch ends on the most recent sessions; the authors'
-      code reads its training file in order) or "shuffled" (a seeded shuffle per epoch). The
-      default is chronological: one Gowalla epoch gave validation HR@20 49.80 / MRR@20 24.19
-      (results/gowalla/attenmixer-keras-init, epoch 1) against 47.24 / 22.45 shuffled (the
-      default row of results/reproduction/options-shuffled.md), both with Keras' initialisers.
+      code reads its training file in order) or "shuffled" (a seeded shuffle per epoch).
+      Chronological is the default because validation favours it (results/README.md).
   """
   batch_size: int = 100
   max_length: int = 20

@@ -123,3 +123,33 @@ def test_portable_ann_batch_strategies_agree(data):
   np.testing.assert_array_equal(large[1].numpy(), np.concatenate([r.numpy() for _, r in small]))
   np.testing.assert_allclose(large[0].numpy(), np.concatenate([s.numpy() for s, _ in small]),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_the_tfrs_private_members_we_rely_on_are_there():
+  """Fails, naming the member, when a TFRS release renames or drops one (topk.py's overrides)."""
+  topk.check_tfrs_members()
+
+
+def test_a_missing_tfrs_member_is_named():
+  import types
+  import tensorflow_recommenders as tfrs
+
+  class BruteForce(tfrs.layers.factorized_top_k.TopK):
+    """TFRS's layer as a release might change it: `_candidates` renamed."""
+
+    def index(self, candidates, identifiers=None):
+      self._table = candidates
+      self._identifiers = identifiers
+
+    def call(self, queries, k=None):
+      return self._compute_score(queries, self._table), self._identifiers, self._k
+
+  changed = types.SimpleNamespace(TopK=tfrs.layers.factorized_top_k.TopK, BruteForce=BruteForce,
+                                  ScaNN=tfrs.layers.factorized_top_k.ScaNN)
+  with pytest.raises(AttributeError, match="BruteForce no longer sets _candidates"):
+    topk.check_tfrs_members(changed)
+  changed.BruteForce = tfrs.layers.factorized_top_k.BruteForce
+  topk.check_tfrs_members(changed)
+  del changed.ScaNN
+  with pytest.raises(AttributeError, match="has no ScaNN"):
+    topk.check_tfrs_members(changed)

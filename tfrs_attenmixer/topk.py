@@ -22,6 +22,7 @@ identifiers). `default_options(kind, num_candidates)` sizes them for a catalogue
 their measured recall are in `results/serving_index_recall.md`.
 """
 
+import inspect
 import math
 from typing import Any, Dict, Optional, Tuple
 
@@ -30,6 +31,49 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 INDEX_KINDS = ("brute_force", "scann", "portable_ann")
+
+# The private members of TFRS's top-K layers (tensorflow_recommenders 0.7.7) that the layers here
+# override, call or read: `BruteForce` overrides `_compute_score` (which TFRS's `call` applies to
+# its `_candidates`) and sets `_candidates` / `_identifiers` in `index`; `ScaNN.call` reads the
+# searcher and options TFRS's `index` and constructor store; every layer reads `_k` and calls
+# `_reset_tf_function_cache` after indexing. `check_tfrs_members` (run by the tests) fails,
+# naming the member, when a TFRS release renames or drops one.
+TFRS_PRIVATE_MEMBERS: Dict[str, Dict[str, Tuple[str, ...]]] = {
+    "TopK": {"methods": ("_reset_tf_function_cache", "_compute_score"), "sets": ("_k",)},
+    "BruteForce": {"sets": ("_candidates", "_identifiers"),
+                   "call_reads": ("_compute_score", "_candidates", "_identifiers", "_k")},
+    "ScaNN": {"sets": ("_k", "_serialized_searcher", "_parallelize_batch_searches",
+                       "_identifiers")},
+}
+
+
+def check_tfrs_members(module: Any = tfrs.layers.factorized_top_k) -> None:
+  """Checks that TFRS's top-K classes still have the private members listed in
+  `TFRS_PRIVATE_MEMBERS`: methods defined, attributes assigned in their source, and read by
+  `BruteForce.call`.
+
+  Raises:
+    AttributeError: naming the class and the member that is gone.
+  """
+  for class_name, members in TFRS_PRIVATE_MEMBERS.items():
+    cls = getattr(module, class_name, None)
+    if cls is None:
+      raise AttributeError(f"tensorflow_recommenders has no {class_name} top-K layer any more")
+    for name in members.get("methods", ()):
+      if not callable(getattr(cls, name, None)):
+        raise AttributeError(f"tensorflow_recommenders' {class_name} has no method {name}, "
+                             "which tfrs_attenmixer.topk overrides or calls")
+    source = "".join(inspect.getsource(klass) for klass in cls.__mro__
+                     if klass.__module__ == cls.__module__)
+    for name in members.get("sets", ()):
+      if f"self.{name} = " not in source:
+        raise AttributeError(f"tensorflow_recommenders' {class_name} no longer sets {name}, "
+                             "which tfrs_attenmixer.topk reads or replaces")
+    call_source = inspect.getsource(cls.call)
+    for name in members.get("call_reads", ()):
+      if f"self.{name}" not in call_source:
+        raise AttributeError(f"tensorflow_recommenders' {class_name}.call no longer uses {name}, "
+                             "which tfrs_attenmixer.topk overrides or sets")
 # Catalogue size up to which the default indexes search a fixed share of their leaves.
 _REFERENCE_ITEMS = 30_000
 
@@ -95,9 +139,9 @@ class BruteForce(tfrs.layers.factorized_top_k.BruteForce):
   """Exact top-K: TFRS's `BruteForce` with the candidates stored transposed, `[dim, N]`.
 
   The score product `queries [batch, dim] x candidates [dim, N]` then reads the table in the
-  order the product walks it. TFRS's `[N, dim]` table multiplied with `transpose_b=True` took
-  1.7x as long at batch 1 and 1.5x at batch 64 over Gowalla's 29,510 x 256 table here
-  (`benchmarks.serving` times both forms as the search's floor).
+  order the product walks it, which is faster than TFRS's `[N, dim]` table multiplied with
+  `transpose_b=True` (`benchmarks.serving` times both forms as the search's floor; figures in
+  results/).
   """
 
   def index(self, candidates: tf.Tensor,
