@@ -89,6 +89,18 @@ flags.DEFINE_string("ssl_client_ca", None, "PEM CA certificate(s): clients must 
                     "certificate signed by one of them (mutual TLS).")
 
 
+def _with_model_spec(method):
+  """`method(request)` for a request that has a model_spec (TF Serving answers INVALID_ARGUMENT
+  "Missing ModelSpec" to one without)."""
+
+  def checked(request):
+    if not request.HasField("model_spec"):
+      raise status.invalid_argument("Missing ModelSpec")
+    return method(request)
+
+  return checked
+
+
 def _answer(context, method, *args):
   """Runs `method(*args)`; a failure aborts the RPC with its status code and message."""
   try:
@@ -118,10 +130,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     return self._manager.resolve(request.model_spec).get_model_metadata(request)
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
-    return _answer(context, self._predict, request)
+    return _answer(context, _with_model_spec(self._predict), request)
 
   def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
-    return _answer(context, self._metadata, request)
+    return _answer(context, _with_model_spec(self._metadata), request)
 
   def _unimplemented(self, context, name):
     context.abort(grpc.StatusCode.UNIMPLEMENTED, "%s is not supported by this server" % name)
@@ -143,7 +155,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     self._manager = manager
 
   def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
-    return _answer(context, self._manager.get_model_status, request)
+    return _answer(context, _with_model_spec(self._manager.get_model_status), request)
 
   def HandleReloadConfigRequest(self, request, context):  # pylint: disable=invalid-name
     context.abort(grpc.StatusCode.UNIMPLEMENTED,

@@ -7,6 +7,8 @@ status with an `{"error": ...}` body. TensorFlow's own errors carry the same can
 `from_exception` keeps the code the runtime chose.
 """
 
+import re
+
 import grpc
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -28,6 +30,10 @@ _HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
+
+# A failed `tf.debugging.assert_*` of a served function: its message, then the checked value last.
+_ASSERTION = re.compile(r"assertion failed: \[(?P<message>[^\]]*)\].*\[(?P<value>[^\]]*)\]\s*$",
+                        re.MULTILINE)
 
 # Longest user-supplied text (a model name, an alias) quoted back in an error message.
 _MAX_QUOTED = 80
@@ -64,11 +70,19 @@ class ServingError(Exception):
 
   @classmethod
   def from_exception(cls, error, context=""):
-    """Wraps `error`: a TensorFlow `OpError` keeps its canonical code, others become INTERNAL."""
+    """Wraps `error`: a TensorFlow `OpError` keeps its canonical code, others become INTERNAL.
+
+    A failed assertion of the served function (e.g. `k must be >= 1`) becomes its own sentence
+    and the value it rejected, without TensorFlow's graph-execution text.
+    """
     if isinstance(error, cls):
       return error
     code = _CODES.get(getattr(error, "error_code", None), grpc.StatusCode.INTERNAL)
     message = getattr(error, "message", None) or str(error) or type(error).__name__
+    assertion = _ASSERTION.search(message.split("\n\t")[0]) or _ASSERTION.search(message)
+    if assertion:
+      message = "%s; got %s" % (assertion.group("message").strip().rstrip("."),
+                                assertion.group("value").strip())
     return cls(code, context + message if context else message)
 
 

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from conftest import ROOT, run_module
@@ -295,6 +296,17 @@ def test_get_model_metadata(server):
     assert code == Code.INVALID_ARGUMENT and words in details
 
 
+def test_requests_without_a_model_spec_answer_as_tf_serving(server):
+  """TF Serving's Predict, GetModelMetadata and GetModelStatus: INVALID_ARGUMENT "Missing
+  ModelSpec" (tensorflow_serving/.../get_model_metadata_impl.cc, get_model_status_impl.cc)."""
+  for call, request in (
+      (server.predict, predict_pb2.PredictRequest()),
+      (server.prediction.GetModelMetadata,
+       get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])),
+      (server.models.GetModelStatus, get_model_status_pb2.GetModelStatusRequest())):
+    assert _code(call, request) == (Code.INVALID_ARGUMENT, "Missing ModelSpec")
+
+
 def test_get_model_status(server):
   (version_status,) = server.status(1)
   assert version_status.state == State.AVAILABLE
@@ -374,6 +386,13 @@ BAD_REQUESTS = {
                        "output tensor alias not found"),
     "repeated_output": (_with(output_filter=["scores", "scores"]), Code.INVALID_ARGUMENT,
                         "duplicate output tensor alias"),
+    "empty_request": (predict_pb2.PredictRequest, Code.INVALID_ARGUMENT, "Missing ModelSpec"),
+    "k_zero": (_with(signature_name="top_k", inputs={"sessions": _ints(SESSIONS),
+                                                     "k": _ints(0, types_pb2.DT_INT32)}),
+               Code.INVALID_ARGUMENT, "k must be >= 1; got 0"),
+    "k_negative": (_with(signature_name="top_k", inputs={"sessions": _ints(SESSIONS),
+                                                         "k": _ints(-3, types_pb2.DT_INT32)}),
+                   Code.INVALID_ARGUMENT, "k must be >= 1; got -3"),
     "k_over_catalogue": (_with(signature_name="top_k",
                                inputs={"sessions": _ints(SESSIONS),
                                        "k": _ints(testing.NUM_ITEMS + 1, types_pb2.DT_INT32)}),
@@ -387,6 +406,8 @@ def test_bad_request_gets_tf_serving_status_code(server, name):
   code, details = _code(server.predict, build())
   assert code == expected_code, details
   assert words in details
+  if name.startswith("k_") and words:  # the served function's check, as one sentence
+    assert details == words
   _assert_matches_reference(server.predict(testing.predict_request(MODEL, SESSIONS), timeout=30))
 
 
