@@ -162,7 +162,6 @@ def main(argv):
   """`python -m data.prepare`: prepares the dataset its flags (`data.flags`) ask for."""
   del argv
   from data import flags as data_flags  # pylint: disable=g-import-not-at-top  (see __main__)
-  console.start_tensorflow()
   try:
     dataset = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
                       data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,
@@ -178,4 +177,5 @@ def main(argv):
 if __name__ == "__main__":
   # The command defines its flags before they are parsed; importing this module defines none.
   from data import flags as _  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  console.start_tensorflow()  # before absl's start, which initialises the devices
   app.run(main)

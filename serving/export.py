@@ -57,7 +57,6 @@ def _define_flags() -> None:
 
 def main(argv: List[str]) -> int:
   del argv
-  console.start_tensorflow()
   values = flags.FLAGS
   run_dir = values.run_dir or values.checkpoint_dir
   if not run_dir:
@@ -86,4 +85,5 @@ def main(argv: List[str]) -> int:
 
 if __name__ == "__main__":
   _define_flags()
+  console.start_tensorflow()  # before absl's start, which initialises the devices
   app.run(main)

@@ -41,6 +41,12 @@ _STATUS = re.compile(_MODEL)
 _METADATA = re.compile(_MODEL + r"/metadata")
 # Seconds a connection may stay idle (reading the request, TLS handshake) before it is dropped.
 SOCKET_TIMEOUT_SECONDS = 30
+# Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
+# Most bytes of an over-limit body read before the 413 is sent; a longer body is cut off.
+MAX_DRAINED_BYTES = 64 << 20
+# Seconds without a byte of an over-limit body after which the 413 is sent anyway.
+DRAIN_IDLE_SECONDS = 2
 
 
 def _model_spec(match):
@@ -252,6 +258,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       code, payload = 500, {"error": "internal error"}
     self._reply(code, payload)
 
+  def _drain(self, length):
+    """Reads and drops the body when it is at most `MAX_DRAINED_BYTES`, until it ends or the
+    client sends nothing for `DRAIN_IDLE_SECONDS`."""
+    if length > MAX_DRAINED_BYTES:
+      return
+    self.connection.settimeout(DRAIN_IDLE_SECONDS)
+    try:
+      while length > 0:
+        chunk = self.rfile.read1(min(length, 1 << 16))
+        if not chunk:
+          return
+        length -= len(chunk)
+    except OSError:  # idle (socket.timeout) or reset: answer what can be answered
+      return
+
   def do_GET(self):  # pylint: disable=invalid-name
     self._answer(self.server.api.get)
 
@@ -262,7 +283,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self._reply(411, {"error": "a POST needs a Content-Length"})
       return
     if int(length) > self.server.max_body_bytes:
+      # Clients that send the whole body before reading (Python's urllib) would see a broken
+      # pipe if the connection closed under them: read the body first, up to a bound.
       self.close_connection = True
+      self._drain(int(length))
       self._reply(413, {"error": "request body of %s bytes is over the limit of %d" % (
           length, self.server.max_body_bytes)})
       return
@@ -271,7 +295,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class RestServer(http.server.HTTPServer):
-  """The REST API on (host, port), answering with a pool of `num_threads` threads."""
+  """The REST API on (host, port), answering with a pool of `num_threads` threads.
+
+  The listen backlog is `LISTEN_BACKLOG` connections (http.server's default of 5 drops the
+  connections of a burst of clients, which then retry after a second).
+  """
+
+  request_queue_size = LISTEN_BACKLOG
 
   def __init__(self, api, host, port, max_body_bytes, num_threads, ssl_context=None):
     if ":" in host:

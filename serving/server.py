@@ -264,7 +264,6 @@ def serve(manager, limits, tls, stop):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
-  console.start_tensorflow()
   stop = _stop_on_signals()
   try:
     configs = _configs()
@@ -296,4 +295,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  console.start_tensorflow()  # before absl's start, which initialises the devices
   app.run(main)

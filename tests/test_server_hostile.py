@@ -262,6 +262,33 @@ def test_bytes_that_are_no_predict_request(server, payload):
 # REST.
 
 
+def test_an_over_limit_body_sent_whole_gets_its_413(server):
+  """Python's urllib sends the whole body before reading the reply: it gets the 413, not a
+  broken pipe."""
+  import urllib.error
+  import urllib.request
+  process, channel = server
+  body = b'{"instances": [' + b"1, " * (4 * MAX_MESSAGE_BYTES) + b"1]}"
+  request = urllib.request.Request(
+      "http://127.0.0.1:%d/v1/models/%s:predict" % (process.rest_port, MODEL), data=body)
+  with pytest.raises(urllib.error.HTTPError) as raised:
+    urllib.request.urlopen(request, timeout=30)
+  assert raised.value.code == 413
+  assert "over the limit" in json.loads(raised.value.read())["error"]
+  _assert_answers_valid_request(channel)
+
+
+def test_rest_listen_backlog_holds_a_burst_of_clients(server):
+  """The listening socket's backlog (ss's Send-Q) is the server's, not http.server's 5."""
+  import subprocess
+  from serving import rest
+  process, _ = server
+  listing = subprocess.run(["ss", "-ltnH", "sport", "= :%d" % process.rest_port],
+                           capture_output=True, text=True, check=True).stdout.split()
+  with open("/proc/sys/net/core/somaxconn") as limit:
+    assert int(listing[2]) == min(rest.LISTEN_BACKLOG, int(limit.read()))
+
+
 def _post(process, path, body, headers=None):
   connection = http.client.HTTPConnection("127.0.0.1", process.rest_port, timeout=30)
   try:
@@ -323,7 +350,8 @@ def test_malformed_rest_bodies(server, body, headers, status):
     (b"", 411),
 ], ids=["over_limit", "absurd", "negative", "missing"])
 def test_rest_body_length_is_checked_before_reading(server, length_header, status):
-  """The server answers from the headers alone: no body is sent."""
+  """The server answers from the headers alone: no body is sent (an over-limit body is waited
+  for briefly, then answered without)."""
   process, channel = server
   with socket.create_connection(("127.0.0.1", process.rest_port), timeout=30) as connection:
     connection.sendall(b"POST /v1/models/%s:predict HTTP/1.1\r\nHost: test\r\n%s\r\n" % (

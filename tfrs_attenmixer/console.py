@@ -80,6 +80,7 @@ def start_tensorflow(configure_devices: Optional[Callable[[], None]] = None) -> 
     if configure_devices is not None:
       configure_devices()
     tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(0))
+  tf.get_logger().setLevel(std_logging.WARNING)  # TensorFlow's own logger (asset writing, ...)
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _DependencyInfoFilter) for f in handler.filters):
     handler.addFilter(_DependencyInfoFilter())

@@ -310,8 +310,6 @@ def main(argv) -> int:
     return _fail(str(error), EXIT_CONFIG_ERROR)
 
   # 3. Train and export: one stage, or the full protocol's two.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.get_logger().setLevel("WARNING")  # TensorFlow's per-checkpoint INFO lines
   strategy = strategy_lib.create_strategy(config.train.strategy)
   export_dir = FLAGS.export_dir or os.path.join(run_dir, "export")
   try:
