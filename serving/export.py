@@ -41,7 +41,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("run_dir", None, "Run folder of a trained model (trainer.main --run_dir).")
   flags.DEFINE_string("checkpoint_dir", None, "Another name for --run_dir.")
   flags.DEFINE_string("export_dir", None, "Export base folder. Default: <run_dir>/export.")
-  flags.DEFINE_string("model_name", "attenmixer", "Model folder (TF Serving model name).")
+  flags.DEFINE_string("model_name", None, "Model folder (TF Serving model name). Default: "
+                      "attenmixer for --index=brute_force, else attenmixer_<index>, as the "
+                      "trainer's exports; a folder of another index kind is refused.")
   flags.DEFINE_enum("index", "brute_force", topk.INDEX_KINDS, "Top-K index of the export.")
   flags.DEFINE_integer("version", None, "Version number. Default: 1 + the largest existing.")
   flags.DEFINE_integer("max_length", None, "Most recent session items fed to the model. "

@@ -338,11 +338,18 @@ def test_cli_exports_a_run_folder(trained, tmp_path):
                       "--index_option=num_partitions_to_search=3", timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   path = result.stdout.strip().splitlines()[-1]
-  assert path == str(run_dir / "export" / "attenmixer" / "1")
+  # The default model folder follows the index, as the trainer's exports.
+  assert path == str(run_dir / "export" / "attenmixer_portable_ann" / "1")
   with open(os.path.join(path, "assets.extra", export.METADATA_FILE)) as metadata:
     content = json.load(metadata)
   assert content["max_length"] == MAX_LENGTH
   assert content["index_options"]["num_partitions_to_search"] == 3
+  # A version of another index kind is not published into that folder.
+  refused = run_module("serving.export", f"--run_dir={run_dir}", "--index=brute_force",
+                       "--model_name=attenmixer_portable_ann", timeout=300)
+  assert refused.returncode == 1, refused.stderr[-3000:]
+  assert "holds portable_ann versions (version 1); a brute_force version" in refused.stderr
+  assert os.listdir(run_dir / "export" / "attenmixer_portable_ann") == ["1"]
 
 
 def test_raw_ids_must_be_int64(tmp_path):

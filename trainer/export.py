@@ -184,7 +184,7 @@ def raw_id_array(prepared: PreparedDataset) -> np.ndarray:
 def export_model(model: SessionRetrievalModel,
                  prepared: PreparedDataset,
                  export_base: str,
-                 model_name: str = "attenmixer",
+                 model_name: Optional[str] = None,
                  index: str = "brute_force",
                  version: Optional[int] = None,
                  max_length: int = 20,
@@ -200,7 +200,8 @@ def export_model(model: SessionRetrievalModel,
     prepared: its prepared dataset (vocabulary, and the training split for popularity and the
       warm-up requests).
     export_base: the folder TF Serving's `base_path`s live in.
-    model_name: the model's folder (and TF Serving model name).
+    model_name: the model's folder (and TF Serving model name); default `model_name_for(index)`.
+      A folder holding versions of another index kind is refused (`ExportError`).
     index: "brute_force", "scann" or "portable_ann" (see `tfrs_attenmixer.topk`).
     version: integer version >= 1; default 1 + the largest existing one. An existing version is
       never replaced (`ExportError`).
@@ -219,7 +220,9 @@ def export_model(model: SessionRetrievalModel,
     raise ExportError(f"version must be an integer >= 1; got {version!r}")
   if max_length < 1:
     raise ExportError(f"max_length must be >= 1; got {max_length}")
+  model_name = model_name or model_name_for(index)
   model_dir = os.path.join(export_base, model_name)
+  _check_same_index(model_dir, index)
   if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
     raise ExportError(f"{os.path.join(model_dir, str(version))} exists; versions are never "
                       "replaced (omit the version to take the next one)")
@@ -254,6 +257,24 @@ def export_model(model: SessionRetrievalModel,
       shutil.rmtree(temporary, ignore_errors=True)
   logging.info("Exported %s (%s index)", path, index)
   return path
+
+
+def model_name_for(index: str) -> str:
+  """The default model folder of an index kind: `attenmixer` for the exact index, else
+  `attenmixer_<index>` (one folder per kind: a server loads one kind's ops per model)."""
+  return "attenmixer" if index == "brute_force" else f"attenmixer_{index}"
+
+
+def _check_same_index(model_dir: str, index: str) -> None:
+  """Raises ExportError when `model_dir` holds versions of another index kind (a ScaNN version
+  among exact ones would be served by a model server that cannot load its ops)."""
+  for version in versions.existing_versions(model_dir):
+    kind = push.read_metadata(os.path.join(model_dir, str(version))).get("index")
+    if kind is not None and kind != index:
+      raise ExportError(
+          f"{model_dir} holds {kind} versions (version {version}); a {index} version does not "
+          f"belong there: export it to its own model folder (default --model_name="
+          f"{model_name_for(index)})")
 
 
 def _write_extras(saved_model_dir: str, model_name: str, metadata: Dict[str, Any],

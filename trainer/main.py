@@ -67,10 +67,6 @@ def run_record(config) -> Dict[str, Any]:
   return {"experiment": config.to_dict(), "dataset": FLAGS.dataset}
 
 
-def export_name(index: str) -> str:
-  return "attenmixer" if index == "brute_force" else f"attenmixer_{index}"
-
-
 def check_space(trainer, run_dir: str, export_dir: Optional[str]) -> None:
   """Fails before training when the run or export folder (None: no export) cannot hold what the
   run will write.
@@ -192,7 +188,7 @@ def train_stage(config, prepared, stage_dir: str, strategy, task, export_dir: Op
     if export_dir and FLAGS.export_indexes:
       from trainer.export import export_model  # pylint: disable=g-import-not-at-top  (imports TF)
       summary["exports"] = {
-          index: export_model(trainer.model, prepared, export_dir, model_name=export_name(index),
+          index: export_model(trainer.model, prepared, export_dir, model_name=None,
                               index=index, max_length=config.train.max_length,
                               metrics=export_metrics or summary["valid"])
           for index in FLAGS.export_indexes}
