@@ -4,21 +4,26 @@
 `data.protocols` reads. It looks in `raw_dir` for the file, plain or gzip-compressed; for Last.fm
 also for the unpacked archive folder, or the archive itself (which it unpacks). Only Gowalla and
 Last.fm have a direct download address; Diginetica (registration) and Yoochoose (a 7-Zip archive,
-which `tf.keras.utils.get_file` cannot unpack) must be fetched by hand: the error says which file to
-get, from where, and where to put it. No source publishes a checksum, so downloads are unverified
-(`RawSource.file_hash` is None); the preprocessors reject truncated or corrupt files.
+which Python's standard library cannot unpack) must be fetched by hand: the error says which file
+to get, from where, and where to put it. `fetch` downloads: it streams into a temporary file beside
+the destination and renames it into place only when all the bytes the server announced have
+arrived and, when a checksum is known, they match it. No source publishes a checksum
+(`RawSource.file_hash` is None); the preprocessors reject corrupt files.
 """
 
 import dataclasses
+import hashlib
+import http.client
 import os
 import shutil
 import tarfile
-from typing import Dict, List, Optional
+import urllib.request
+from typing import Dict, List, Mapping, Optional
 
 from absl import logging
 
 from data.atomic import atomic_output
-from data.errors import DatasetNotFoundError
+from data.errors import DatasetNotFoundError, DownloadError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,24 +85,27 @@ RAW_SOURCES: Dict[str, RawSource] = {
 }
 
 
-def _source(name: str) -> RawSource:
-  if name not in RAW_SOURCES:
-    raise ValueError(f"no raw source for dataset {name!r}; known: {', '.join(sorted(RAW_SOURCES))}")
-  return RAW_SOURCES[name]
+def _source(name: str, sources: Mapping[str, RawSource]) -> RawSource:
+  if name not in sources:
+    raise ValueError(f"no raw source for dataset {name!r}; known: {', '.join(sorted(sources))}")
+  return sources[name]
 
 
-def candidate_paths(name: str, raw_dir: str) -> List[str]:
+def candidate_paths(name: str, raw_dir: str,
+                    sources: Mapping[str, RawSource] = RAW_SOURCES) -> List[str]:
   """Where `locate` looks, in order: the file, plain or gzip, in `raw_dir` or its archive folder."""
-  source = _source(name)
+  source = _source(name, sources)
   base = source.file_name[:-3] if source.file_name.endswith(".gz") else source.file_name
   names = [source.file_name] + [n for n in (base, base + ".gz") if n != source.file_name]
   folders = [raw_dir] + ([os.path.join(raw_dir, source.member_dir)] if source.member_dir else [])
   return [os.path.join(folder, n) for folder in folders for n in names]
 
 
-def locate(name: str, raw_dir: str) -> Optional[str]:
+def locate(name: str, raw_dir: str,
+           sources: Mapping[str, RawSource] = RAW_SOURCES) -> Optional[str]:
   """The raw file of dataset `name` in `raw_dir`, or None."""
-  return next((path for path in candidate_paths(name, raw_dir) if os.path.isfile(path)), None)
+  return next((path for path in candidate_paths(name, raw_dir, sources) if os.path.isfile(path)),
+              None)
 
 
 def _where_to_put(source: RawSource, raw_dir: str) -> str:
@@ -129,20 +137,61 @@ def _unpack(source: RawSource, archive: str, raw_dir: str) -> str:
       f"{_where_to_put(source, raw_dir)}")
 
 
-def _fetch(source: RawSource, raw_dir: str) -> str:
-  """Downloads `source.url` into `raw_dir` with `tf.keras.utils.get_file`; returns the path."""
-  import tfrs_attenmixer  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  file_name = source.archive_name or source.file_name
-  target = os.path.join(raw_dir, file_name)
-  with atomic_output(target) as temporary:
-    os.remove(temporary)  # get_file would take an existing file for a finished download
-    tf.keras.utils.get_file(os.path.basename(temporary), origin=source.url,
-                            file_hash=source.file_hash, cache_dir=raw_dir, cache_subdir="")
-  return target
+_CHUNK_BYTES = 1 << 20
+_PROGRESS_BYTES = 64 << 20  # a progress line every this many bytes
 
 
-def locate_or_download(name: str, raw_dir: str, allow_download: bool = False) -> str:
+def fetch(url: str, path: str, sha256: Optional[str] = None, timeout: float = 60.0) -> str:
+  """Downloads `url` to `path`, whole and (with `sha256`) verified, or not at all.
+
+  The bytes stream into a temporary file beside `path`, which replaces `path` only once the
+  connection has delivered every byte the server announced (its Content-Length, when it sends
+  one) and their sha256 equals `sha256`. On any failure `path` is left as it was and the
+  temporary file is removed.
+
+  Args:
+    url: the address (a scheme `urllib.request.urlopen` opens: http, https, ftp, file).
+    path: the destination file (its folder is created).
+    sha256: the expected sha256 of the download in hex, or None to accept any content.
+    timeout: seconds to wait for the connection, and then for each next bytes, before failing.
+
+  Returns:
+    `path`.
+
+  Raises:
+    data.errors.DownloadError: the address cannot be opened or answers with an error, the
+      connection fails or ends before the announced length, or the sha256 differs (the error
+      states both checksums).
+  """
+  logging.info("Downloading %s to %s", url, path)
+  digest, received, announced = hashlib.sha256(), 0, None
+  with atomic_output(path) as temporary:
+    try:
+      with urllib.request.urlopen(url, timeout=timeout) as response:
+        length = (response.headers.get("Content-Length") or "").strip()
+        announced = int(length) if length.isdigit() else None
+        with open(temporary, "wb") as out:
+          for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
+            out.write(chunk)
+            digest.update(chunk)
+            if (received + len(chunk)) // _PROGRESS_BYTES > received // _PROGRESS_BYTES:
+              logging.info("Downloaded %d of %s bytes of %s", received + len(chunk),
+                           announced if announced is not None else "?", url)
+            received += len(chunk)
+    except (OSError, ValueError, http.client.HTTPException) as error:
+      raise DownloadError(url, path, str(error) or type(error).__name__) from error
+    if announced is not None and received != announced:
+      raise DownloadError(url, path, f"the connection ended after {received} of the {announced} "
+                          "bytes the server announced")
+    if sha256 is not None and digest.hexdigest() != sha256.lower():
+      raise DownloadError(url, path, f"its sha256 is {digest.hexdigest()}, not the expected "
+                          f"{sha256.lower()}")
+  logging.info("Downloaded %s (%d bytes)", path, received)
+  return path
+
+
+def locate_or_download(name: str, raw_dir: str, allow_download: bool = False,
+                       sources: Mapping[str, RawSource] = RAW_SOURCES) -> str:
   """The path of dataset `name`'s raw file in `raw_dir`, downloading it if allowed and possible.
 
   Args:
@@ -150,16 +199,18 @@ def locate_or_download(name: str, raw_dir: str, allow_download: bool = False) ->
       yoochoose1_4).
     raw_dir: the folder of raw files (created for a download).
     allow_download: whether to download a missing file that has a download address.
+    sources: where each dataset's raw file comes from, and its checksum.
 
   Raises:
     ValueError: for an unknown `name`.
     data.errors.DatasetNotFoundError: the file is missing and cannot be downloaded (by hand
-      only, downloads not allowed, or the download failed); the message says which file to get,
-      from where, and where to put it.
+      only, downloads not allowed, or the download failed, ended early or differs from its
+      checksum, which leaves no file behind); the message says which file to get, from where,
+      and where to put it.
   """
-  source = _source(name)
+  source = _source(name, sources)
   raw_dir = os.path.abspath(os.path.expanduser(raw_dir))
-  found = locate(name, raw_dir)
+  found = locate(name, raw_dir, sources)
   if found:
     logging.info("Using the raw file %s", found)
     return found
@@ -178,9 +229,11 @@ def locate_or_download(name: str, raw_dir: str, allow_download: bool = False) ->
     os.makedirs(raw_dir, exist_ok=True)
     if not os.access(raw_dir, os.W_OK):
       raise PermissionError(f"{raw_dir} is not writable")
-    downloaded = _fetch(source, raw_dir)
-  except Exception as error:  # pylint: disable=broad-except  (get_file raises plain Exception)
-    raise DatasetNotFoundError(f"{missing} and downloading {source.url} failed ({error}); get "
+    downloaded = fetch(source.url, os.path.join(raw_dir, source.archive_name or source.file_name),
+                       source.file_hash)
+  except OSError as error:  # DownloadError, or a raw_dir that cannot be written
+    reason = error.reason if isinstance(error, DownloadError) else error
+    raise DatasetNotFoundError(f"{missing} and downloading {source.url} failed ({reason}); get "
                                f"{source.instructions}; then "
                                f"{_where_to_put(source, raw_dir)}") from error
   if source.archive_name:

@@ -1,7 +1,9 @@
-"""The errors of the data sources: malformed input data, and a dataset with no source at all.
+"""The errors of the data sources: malformed input data, a dataset with no source at all, and a
+failed download.
 
 `DataFormatError` always names the file and, where known, the line; `DatasetNotFoundError` says
-what to provide (which file, from where, into which folder).
+what to provide (which file, from where, into which folder); `DownloadError` names the address,
+the destination and what went wrong.
 """
 
 from typing import Optional
@@ -29,3 +31,23 @@ class DataFormatError(ValueError):
 
 class DatasetNotFoundError(FileNotFoundError):
   """No source of a dataset's sessions was found; the message says what to provide."""
+
+
+class DownloadError(OSError):
+  """A download that failed, ended early or differs from its checksum; its destination is left
+  as it was.
+
+  Attributes:
+    url: the address downloaded.
+    path: the destination file.
+    reason: what went wrong, in words.
+  """
+
+  def __init__(self, url: str, path: str, reason: str):
+    self.url = url
+    self.path = path
+    self.reason = reason
+    super().__init__(f"downloading {url} to {path} failed: {reason}")
+
+  def __reduce__(self):
+    return type(self), (self.url, self.path, self.reason)

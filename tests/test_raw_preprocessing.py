@@ -7,7 +7,6 @@ protocols (LESSR for Gowalla, Last.fm and Diginetica; SR-GNN for Diginetica and 
 import datetime
 import gzip
 import io
-import os
 import tarfile
 
 import pytest
@@ -458,25 +457,3 @@ def test_offline_errors_say_what_to_get_from_where_and_where_to_put_it(tmp_path)
       assert part in str(caught.value)
   with pytest.raises(ValueError, match="no raw source"):
     download.locate_or_download("retailrocket", raw_dir)
-
-
-def test_download_goes_through_fetch_and_reports_its_failure(tmp_path, monkeypatch):
-  raw_dir = str(tmp_path)
-
-  def fake_fetch(source, directory):
-    path = os.path.join(directory, source.file_name)
-    write(path, "1\t2010-10-19T23:55:27Z\t0\t0\t5\n")
-    return path
-
-  monkeypatch.setattr(download, "_fetch", fake_fetch)
-  path = download.locate_or_download("gowalla", raw_dir, allow_download=True)
-  assert path == os.path.join(raw_dir, "loc-gowalla_totalCheckins.txt.gz")
-  assert list(raw_formats.read_gowalla(path)) == [(1, 1287532527, 5)]
-
-  def failing_fetch(source, directory):
-    raise Exception(f"URL fetch failure on {source.url}: None -- offline")  # like get_file
-
-  monkeypatch.setattr(download, "_fetch", failing_fetch)
-  with pytest.raises(DatasetNotFoundError, match="downloading .* failed .*offline") as caught:
-    download.locate_or_download("lastfm", str(tmp_path / "other"), allow_download=True)
-  assert "lastfm-dataset-1K.tar.gz" in str(caught.value)
