@@ -45,10 +45,11 @@ from tfrs_attenmixer import console
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_list("export_indexes", ["brute_force", "scann", "portable_ann"],
+flags.DEFINE_list("export_indexes", ["brute_force", "scann"],
                   "Top-K indexes to export at the end of training, each as its own servable "
                   "model: brute_force -> <export_dir>/attenmixer, others -> "
-                  "<export_dir>/attenmixer_<index>. Empty: no export.")
+                  "<export_dir>/attenmixer_<index>; portable_ann (approximate, stock TF ops) on "
+                  "request. Empty: no export.")
 
 EXIT_CONFIG_ERROR = 2
 EXIT_TRAINING_FAILED = 3
