@@ -11,7 +11,6 @@ ifeq ($(origin ATTENMIXER_DATA_DIR), undefined)
     export ATTENMIXER_DATA_DIR := $(abspath ../shared/data)
   endif
 endif
-export TF_CPP_MIN_LOG_LEVEL ?= 1
 
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?=

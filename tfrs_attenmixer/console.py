@@ -3,8 +3,9 @@
 - `quiet_native_logs()` (the command packages call it on import, before TensorFlow's): the C++
   runtime's INFO and WARNING lines off (`TF_CPP_MIN_LOG_LEVEL=2`) unless the user set the
   variable; its errors stay.
-- `start_tensorflow()` (each command's `main`, before any TensorFlow op): initialises the devices
-  and compiles a first XLA function with two native lines dropped (the error a CPU-only machine
+- `start_tensorflow()` (each command, before any TensorFlow op): initialises the devices and
+  compiles a first XLA function (`first_compilation`, which a trainer runs once its distribution
+  strategy is configured) with two native lines dropped (the error a CPU-only machine
   always gets from the CUDA platform, "failed call to cuInit", and XLA's once-per-process "Compiled
   cluster using XLA!"), every other line of that moment kept, and hides INFO records that
   TensorFlow's, Keras' and TFRS's Python modules send through absl logging (checkpoint sharding,
@@ -55,6 +56,14 @@ def _native_stderr_without(drop: Callable[[str], bool]) -> Iterator[None]:
       sys.stderr.flush()
 
 
+def first_compilation() -> None:
+  """Compiles a first XLA function, its once-per-process native note dropped (this starts
+  TensorFlow's runtime)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with _native_stderr_without(lambda line: any(noise in line for noise in _STARTUP_NOISE)):
+    tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(0))
+
+
 class _DependencyInfoFilter(std_logging.Filter):
   """Drops records below WARNING that come from a module of `_DEPENDENCIES`."""
 
@@ -65,12 +74,15 @@ class _DependencyInfoFilter(std_logging.Filter):
     return not any(package in parts for package in _DEPENDENCIES)
 
 
-def start_tensorflow(configure_devices: Optional[Callable[[], None]] = None) -> None:
+def start_tensorflow(configure_devices: Optional[Callable[[], None]] = None,
+                     compile_first: bool = True) -> None:
   """Initialises TensorFlow's devices quietly and filters its INFO records (see the module).
 
   Args:
     configure_devices: called once the physical devices are listed and before the first op
       starts the runtime (e.g. to split the CPU into logical devices).
+    compile_first: also run `first_compilation()`, which starts the runtime; False where
+      something must be configured before (a `MultiWorkerMirroredStrategy`'s collectives).
   """
   # Imported inside the block: once absl's flags are parsed, importing TensorFlow initialises
   # the devices.
@@ -79,7 +91,8 @@ def start_tensorflow(configure_devices: Optional[Callable[[], None]] = None) -> 
     tf.config.list_physical_devices()
     if configure_devices is not None:
       configure_devices()
-    tf.function(lambda x: x + 1, jit_compile=True)(tf.constant(0))
+  if compile_first:
+    first_compilation()
   tf.get_logger().setLevel(std_logging.WARNING)  # TensorFlow's own logger (asset writing, ...)
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _DependencyInfoFilter) for f in handler.filters):

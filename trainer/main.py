@@ -294,7 +294,7 @@ def main(argv) -> int:
     from trainer import strategy  # pylint: disable=g-import-not-at-top  (imports TF)
     strategy.split_cpu(config.train.num_cpu_devices)
 
-  console.start_tensorflow(split_cpu)
+  console.start_tensorflow(split_cpu, compile_first=False)
   from trainer import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   run_dir = FLAGS.run_dir or os.path.join("runs", f"{FLAGS.dataset}-{FLAGS.variant}")
 
@@ -308,6 +308,7 @@ def main(argv) -> int:
 
   # 3. Train and export: one stage, or the full protocol's two.
   strategy = strategy_lib.create_strategy(config.train.strategy)
+  console.first_compilation()  # after the strategy: it configures the runtime's collectives
   export_dir = FLAGS.export_dir or os.path.join(run_dir, "export")
   try:
     if FLAGS.protocol == "full":
