@@ -8,7 +8,11 @@ from absl import flags
 from data import registry
 from data.prepare_config import PrepareConfig
 
-flags.DEFINE_enum("dataset", "gowalla", sorted(registry.DATASETS), "Dataset to use.")
+flags.DEFINE_string(
+    "dataset", "gowalla",
+    f"Dataset: a registered one ({', '.join(sorted(registry.DATASETS))}), or the name of a "
+    f"folder of your own under --data_dir holding {registry.TRAIN_FILE} and "
+    f"{registry.TEST_FILE} (one session per line, item ids separated by spaces).")
 flags.DEFINE_string(
     "data_dir", None,
     f"Folder of preprocessed datasets (<data_dir>/<dataset>/train_sessions.txt.gz, "

@@ -1,5 +1,8 @@
 """The registry of datasets the project knows, and where each one's sessions come from.
 
+Any other name is a dataset of your own: `<data_dir>/<name>/` holding the two files below
+(`get_spec` returns a generic spec for it; the trainer uses the default preset).
+
 A dataset is read, in this order of preference, from:
 1. a folder of preprocessed sessions `<data_dir>/<name>/{train,test}_sessions.txt.gz` (the format of
    `../shared/data/README.md`), where `data_dir` is the `--data_dir` flag or, when that is not
@@ -12,6 +15,7 @@ A dataset is read, in this order of preference, from:
 import dataclasses
 import functools
 import os
+import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 from data.errors import DatasetNotFoundError
@@ -58,10 +62,28 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in [
 ]}
 
 
+# The protocol of a dataset of your own (any unregistered name).
+OWN_PROTOCOL = "your own preprocessed sessions"
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_registered(name: str) -> bool:
+  return name in DATASETS
+
+
 def get_spec(name: str) -> DatasetSpec:
-  if name not in DATASETS:
-    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
-  return DATASETS[name]
+  """The registered dataset `name`, or a dataset of your own read from `<data_dir>/<name>/`.
+
+  Raises:
+    ValueError: `name` cannot be a folder name (letters, digits, `_`, `.`, `-`).
+  """
+  if name in DATASETS:
+    return DATASETS[name]
+  if not _FOLDER_NAME.match(name):
+    raise ValueError(f"dataset {name!r}: a dataset of your own is named by its folder under "
+                     "--data_dir: letters, digits, '_', '.' and '-' only; registered datasets: "
+                     f"{', '.join(sorted(DATASETS))}")
+  return DatasetSpec(name, OWN_PROTOCOL)
 
 
 def resolve_data_dir(flag_value: Optional[str]) -> Optional[str]:
@@ -113,6 +135,12 @@ def load_sessions(spec: DatasetSpec,
     return (read_sessions(os.path.join(folder, TRAIN_FILE)),
             read_sessions(os.path.join(folder, TEST_FILE)), f"preprocessed files in {folder}")
 
+  if not is_registered(spec.name):
+    raise DatasetNotFoundError(
+        f"dataset {spec.name!r} is not registered (registered: {', '.join(sorted(DATASETS))}), "
+        f"so it is read from <data_dir>/{spec.name}/ with {TRAIN_FILE} and {TEST_FILE} (one "
+        "session per line, item ids separated by spaces): no such folder (looked in: "
+        f"{data_dir or 'no data_dir given: pass --data_dir or set ' + DATA_DIR_ENV})")
   if spec.raw_preprocessor is None:
     raise DatasetNotFoundError(
         f"dataset {spec.name!r} exists only as preprocessed files: put {TRAIN_FILE} and "

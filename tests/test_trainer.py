@@ -80,7 +80,8 @@ def metrics(run_dir):
 # Bad configuration fails in the first seconds, before anything is written.
 
 @pytest.mark.parametrize("flags,env,message", [
-    (["--dataset=nope"], {}, "value should be one of"),
+    (["--dataset=nope", "--data_dir=/nonexistent"], {}, "dataset 'nope' is not registered"),
+    (["--dataset=../etc"], {}, "letters, digits"),
     (["--num_heads=3"], {}, "num_heads (3) must divide embedding_dim (32)"),
     (["--readout=lstm"], {}, "readout must be one of"),
     (["--batch_size=0"], {}, "batch_size must be >= 1"),
@@ -476,6 +477,27 @@ def test_a_data_package_in_the_working_folder_is_harmless(tmp_path, full_run):
                         "--novalidate", cwd=user)
   assert exported.returncode == 0, exported.stderr[-3000:]
   assert (user / "out" / "attenmixer" / "1" / "saved_model.pb").is_file()
+
+
+def test_a_dataset_folder_of_your_own_trains_and_exports(tmp_path, prepared_dir):
+  """Any `<data_dir>/<name>/` with the two documented files, no code change (issue 28.1)."""
+  import gzip
+  rng = np.random.default_rng(3)
+  own = tmp_path / "data" / "myshop"
+  own.mkdir(parents=True)
+  for name, count in (("train_sessions.txt.gz", 600), ("test_sessions.txt.gz", 100)):
+    with gzip.open(own / name, "wt") as out:
+      for _ in range(count):
+        out.write(" ".join(str(i) for i in rng.integers(1, 60, size=rng.integers(2, 6))) + "\n")
+  result = run_module("trainer.main", "--dataset=myshop", f"--data_dir={tmp_path / 'data'}",
+                      f"--output_dir={tmp_path / 'prepared'}", f"--run_dir={tmp_path / 'run'}",
+                      "--protocol=selection", "--epochs=1", "--embedding_dim=16", "--num_heads=2",
+                      "--batch_size=32", "--export_indexes=brute_force")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Dataset myshop is not registered" in result.stderr
+  assert (tmp_path / "prepared" / "myshop" / "stats.json").is_file()
+  assert (tmp_path / "run" / "export" / "attenmixer" / "1" / "saved_model.pb").is_file()
+  assert metrics(tmp_path / "run")["dataset"] == "myshop"
 
 
 def test_refit_from_a_committed_selection_result_alone(tmp_path, prepared_dir, full_run):

@@ -299,6 +299,9 @@ def main(argv) -> int:
   run_dir = FLAGS.run_dir or os.path.join("runs", f"{FLAGS.dataset}-{FLAGS.variant}")
 
   # 2. The data (prepared once, then reused).
+  if not registry.is_registered(FLAGS.dataset):
+    logging.info("Dataset %s is not registered: read from <data_dir>/%s/, trained with the "
+                 "default preset (the paper's protocol)", FLAGS.dataset, FLAGS.dataset)
   try:
     prepared = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
                        data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,
