@@ -139,22 +139,16 @@ def synthetic_loader(num_items: int, num_queries: int, seed: int) -> Callable[[]
 
 
 def trained_catalogue(run_dir: str, num_queries: int) -> Catalogue:
-  """Candidate vectors of a trained model and session vectors of its first test examples."""
-  from data.pipeline import InputConfig, make_dataset  # pylint: disable=g-import-not-at-top
+  """Candidate vectors of a trained model and session vectors of test examples spread evenly
+  over its test split (as the exporter measures recall: `trainer.export.held_out_queries`)."""
+  from trainer.export import held_out_queries  # pylint: disable=g-import-not-at-top
   from trainer.run_dir import load_trained_model  # pylint: disable=g-import-not-at-top
   model, prepared, config = load_trained_model(run_dir)
-  batches = make_dataset(prepared, "test", InputConfig(batch_size=500,
-                                                       max_length=config.train.max_length),
-                         training=False)
-  queries = []
-  for batch in batches:
-    queries.append(model.query_tower(batch["items"], training=False).numpy())
-    if sum(map(len, queries)) >= num_queries:
-      break
+  queries = held_out_queries(model, prepared, "test", config.train.max_length, num_queries)
   description = (f"trained model of {run_dir} ({prepared.name}, {prepared.num_items} items, "
                  f"dim {model.config.embedding_dim}{_training_summary(run_dir)}); queries: "
-                 f"session vectors of the first {num_queries} test examples")
-  return model.candidate_embeddings().numpy(), np.concatenate(queries)[:num_queries], description
+                 f"session vectors of {len(queries)} test examples spread over the split")
+  return model.candidate_embeddings().numpy(), queries, description
 
 
 def _training_summary(run_dir: str) -> str:

@@ -512,10 +512,17 @@ def against_baseline(results: Dict[str, Dict[str, Any]], baseline: str,
       continue
     differences = {m: result["valid"][m]["mean"] - base["valid"][m]["mean"] for m in metrics}
     listed = ", ".join(f"{NAMES[m]} {d:+.2f}" for m, d in differences.items())
+    seeds = min(base["valid"][m]["n"] for m in metrics)
+    spread = ", ".join(f"{NAMES[m]} {base['valid'][m]['std']:.2f}" for m in metrics)
     if all(d > 0 for d in differences.values()):
       verdict = f"better than {base['label']} on validation"
+      if seeds > 1:
+        beyond = all(d > base["valid"][m]["std"] for m, d in differences.items())
+        verdict += (f", {'by more than' if beyond else 'but not on every metric by more than'} "
+                    f"the standard deviation over its {seeds} seeds ({spread})")
     elif all(d >= -SPEED_TOLERANCE for d in differences.values()):
-      verdict = f"within {SPEED_TOLERANCE} points of {base['label']} on validation"
+      verdict = (f"not better than {base['label']} on every metric, and no metric more than "
+                 f"{SPEED_TOLERANCE} points below it on validation")
     else:
       verdict = f"worse than {base['label']} on validation by more than {SPEED_TOLERANCE} points"
     run, base_run = result["runs"][0], base["runs"][0]

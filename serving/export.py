@@ -2,14 +2,17 @@
 
     python -m serving.export --run_dir=RUN [--export_dir=RUN/export] [--model_name=attenmixer]
         [--index=brute_force|scann|portable_ann] [--version=N] [--index_option=NAME=VALUE ...]
-        [--novalidate] [--push_if_better [--push_metric=mrr_at_20]]
+        [--min_recall=0.99] [--novalidate] [--push_if_better [--push_metric=mrr_at_20]]
 
 (`--checkpoint_dir` is accepted as another name for `--run_dir`.) Rebuilds the run's model with
 the weights of its selected epoch (of a full-protocol run folder: the refit's; see
 `trainer.run_dir.load_trained_model`) and exports it with `trainer.export.export_model`, which
 documents the layout and the signatures; the run's validation metrics (`metrics.json`, `valid`)
-are recorded with the version. Prints the version folder; exits with 1 and the reason when the
-export fails or is refused, with 2 when no run folder is given.
+are recorded with the version. An approximate index's recall is measured on the run's held-out
+sessions (its validation split; the test split for a model refit on validation) and its search
+breadth tuned to `--min_recall`. Prints the version folder; exits with 1 and the reason when the
+export fails or is refused, with 2 when no run folder is given or no search setting reaches
+`--min_recall` (nothing is published).
 """
 
 import json
@@ -22,8 +25,10 @@ from absl import flags
 
 from tfrs_attenmixer import console
 from tfrs_attenmixer import topk
+from trainer import export_options
 from trainer.export import export_model
 from trainer.export_errors import ExportError
+from trainer.export_errors import RecallTargetMissed
 from trainer.run_dir import METRICS_FILE, RunDirError, load_trained_model
 
 
@@ -50,6 +55,8 @@ def _define_flags() -> None:
                        "Default: the run's training max_length.")
   flags.DEFINE_multi_string("index_option", [], "Index parameter NAME=VALUE (JSON value), e.g. "
                             "num_leaves_to_search=40; see tfrs_attenmixer.topk.")
+  export_options.define_min_recall_flag(
+      "the run's validation split; the test split for a model refit on it")
   flags.DEFINE_bool("validate", True, "Validate the version in a fresh process before "
                     "publishing it (trainer.push).")
   flags.DEFINE_bool("push_if_better", False, "Publish only if the run's validation "
@@ -77,7 +84,12 @@ def main(argv: List[str]) -> int:
                         max_length=values.max_length or config.train.max_length,
                         validate=values.validate, push_if_better=values.push_if_better,
                         metrics=metrics, push_metric=values.push_metric,
+                        min_recall=values.min_recall,
+                        recall_split="test" if config.train.train_on_valid else "valid",
                         **_parse_index_options(values.index_option))
+  except RecallTargetMissed as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   except (ExportError, RunDirError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 1

@@ -3,14 +3,15 @@ fresh processes.
 
 `brute_force` and `portable_ann` exports are loaded with plain TensorFlow only (no ScaNN, TFRS or
 this project in the process), `scann` after `import scann`. Answers are compared with the trained
-model's exact ranking: identical top-20 ids and scores for brute force. The approximate indexes,
-with their default options, must return the exact scores of the items they return, best first,
-find >= 0.6 of the exact top-20 and (portable_ann, which is deterministic) >= 0.95 of the top-20
-of the same index built in this process. 0.6 is only a floor: this 300-item, briefly trained,
-32-dim test model has no cluster structure for a partitioned search to exploit (ScaNN's
-non-deterministic builds reach 0.79 to 0.96 on it). The recall targets of the defaults, >= 0.99
-on a trained Gowalla model, are measured by benchmarks/index_scale.py and recorded in
-results/serving_index_recall.md.
+model's exact ranking: identical top-20 ids and scores for brute force. The approximate indexes
+must return the exact scores of the items they return, best first. The exporter measures their
+recall on the validation split and tunes ScaNN's search breadth to recall@20 >= 0.99 (the
+`exports` fixture keeps portable_ann's default search, measured only, to compare it with the
+same index built in this process: >= 0.95 of its top-20). Against the exact top-20 of the few
+sessions checked there they are held to a floor of 0.6 only: this 300-item, briefly trained,
+32-dim test model has no cluster structure for a partitioned search to exploit, and the last
+bits of a session vector depend on its batch. The tuning itself is tested on every validation
+example, and on a portable_ann whose defaults fall short.
 """
 
 import gzip
@@ -31,8 +32,9 @@ from data.pipeline import InputConfig, make_dataset
 from data.prepare import PrepareConfig, prepare
 from data.tfrecord import parse_sessions
 from data.vocabulary import Vocabulary
-from tfrs_attenmixer import ModelConfig, SessionRetrievalModel, topk
+from tfrs_attenmixer import ModelConfig, SessionRetrievalModel, index_tuning, topk
 from trainer import export
+from trainer import push
 from trainer import versions
 from trainer.config import ExperimentConfig, TrainConfig
 
@@ -82,8 +84,11 @@ def exports(trained, tmp_path_factory):
   """One export per index kind: {kind: version folder}."""
   model, prepared = trained
   base = str(tmp_path_factory.mktemp("exports"))
+  # portable_ann keeps its default search (min_recall=0: measured, not tuned), so that it can be
+  # compared with the same index built in this process; ScaNN is tuned to recall@20 >= 0.99.
   return {kind: export.export_model(model, prepared, base, model_name=f"m_{kind}", index=kind,
-                                    max_length=MAX_LENGTH)
+                                    max_length=MAX_LENGTH,
+                                    min_recall=0.0 if kind == "portable_ann" else 0.99)
           for kind in topk.INDEX_KINDS}
 
 
@@ -283,6 +288,11 @@ def test_export_layout_metadata_and_warmup(trained, exports):
     content = json.load(metadata)
   assert content["index"] == "portable_ann" and content["max_length"] == MAX_LENGTH
   assert content["index_options"] == topk.default_options("portable_ann", prepared.num_items)
+  recall = content["index_recall"]
+  assert recall["min_recall"] == 0.0 and recall["reached"] and recall["split"] == "valid"
+  assert recall["settings"] == {"num_partitions_to_search": 18}
+  assert recall["num_queries"] == prepared.num_examples("valid") >= 1000
+  assert [trial["settings"] for trial in recall["trials"]] == [recall["settings"]]
 
   logs = warmup.read_warmup_requests(path)
   assert len(logs) == 2
@@ -334,8 +344,18 @@ def test_cli_exports_a_run_folder(trained, tmp_path):
   model, prepared = trained
   run_dir = tmp_path / "run"
   write_run_folder(model, prepared, run_dir)
-  result = run_module("serving.export", f"--checkpoint_dir={run_dir}", "--index=portable_ann",
+  # 3 of 35 partitions, given explicitly (so not tuned): far below recall@20 0.99; exit 2 and
+  # nothing published.
+  missed = run_module("serving.export", f"--checkpoint_dir={run_dir}", "--index=portable_ann",
                       "--index_option=num_partitions_to_search=3", timeout=300)
+  assert missed.returncode == 2, missed.stderr[-3000:]
+  assert ("no portable_ann search setting reaches recall@20 >= 0.99 on 1017 held-out queries: "
+          "the best reached 0.") in missed.stderr, missed.stderr[-3000:]
+  assert "{'num_partitions_to_search': 3}; nothing was published" in missed.stderr
+  assert not (run_dir / "export" / "attenmixer_portable_ann").exists()  # measured before
+  result = run_module("serving.export", f"--checkpoint_dir={run_dir}", "--index=portable_ann",
+                      "--index_option=num_partitions_to_search=3", "--min_recall=0",
+                      timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   path = result.stdout.strip().splitlines()[-1]
   # The default model folder follows the index, as the trainer's exports.
@@ -350,6 +370,82 @@ def test_cli_exports_a_run_folder(trained, tmp_path):
   assert refused.returncode == 1, refused.stderr[-3000:]
   assert "holds portable_ann versions (version 1); a brute_force version" in refused.stderr
   assert os.listdir(run_dir / "export" / "attenmixer_portable_ann") == ["1"]
+
+
+def _held_out(model, prepared):
+  """The validation examples' item rows [M, MAX_LENGTH] and the exact top-20 rows."""
+  items = np.concatenate([batch["items"].numpy() for batch in make_dataset(
+      prepared, "valid", InputConfig(batch_size=500, max_length=MAX_LENGTH), training=False)])
+  queries = model.query_tower(items, training=False).numpy()
+  return items, index_tuning.exact_top_k(queries, model.candidate_embeddings().numpy(), 20)
+
+
+def test_scann_export_is_tuned_to_the_recall_target_on_held_out_sessions(trained, exports):
+  """The recall is measured on every validation example (1,017 >= 1,000), the search breadth
+  reaching recall@20 >= 0.99 is recorded as the index's options, and the SavedModel's own
+  answers to those sessions reach it."""
+  import scann  # pylint: disable=g-import-not-at-top,unused-import  (the ScaNN ops)
+  model, prepared = trained
+  content = push.read_metadata(exports["scann"])
+  recall = content["index_recall"]
+  assert recall["reached"] and recall["min_recall"] == 0.99 and recall["split"] == "valid"
+  assert recall["num_queries"] == prepared.num_examples("valid") >= 1000
+  assert recall["recall"]["at_20"] >= 0.99 and recall["batch1_latency_ms"] > 0
+  assert recall["default"]["settings"] == {
+      key: topk.default_options("scann", prepared.num_items)[key]
+      for key in ("num_leaves_to_search", "num_reordering_candidates")}
+  assert {**content["index_options"], **recall["settings"]} == content["index_options"]
+  assert recall["settings"] in [trial["settings"] for trial in recall["trials"]]
+
+  items, exact = _held_out(model, prepared)
+  raw_ids = export.raw_id_array(prepared)
+  served = tf.saved_model.load(exports["scann"]).signatures["serving_default"](
+      sessions=tf.constant(raw_ids[items]))["item_ids"].numpy()
+  assert topk.retrieval_recall(served, raw_ids[exact + 1]) >= 0.98  # the last bits of a
+  # session vector depend on its batch, which may move a search to other leaves
+
+
+def test_portable_ann_defaults_fall_short_and_tuning_reaches_the_target(trained, tmp_path):
+  """portable_ann is deterministic for a given model. On this model (no cluster structure) its
+  default search (18 of 35 partitions) finds under 0.95 of the exact top-20, and no search
+  cheaper than brute force reaches 0.99: refused, nothing published. With 60 partitions, a
+  target between the default 18's recall and the best one reached is met by the fewest probes
+  that reach it, and the export searches that many."""
+  model, prepared = trained
+  with pytest.raises(export.RecallTargetMissed, match=r"the best reached 0\.\d+ with "
+                     r"\{'num_partitions_to_search': 18\}; nothing was published") as missed:
+    export.export_model(model, prepared, str(tmp_path), index="portable_ann",
+                        max_length=MAX_LENGTH, validate=False)
+  assert missed.value.tuning.default.recall[20] < 0.95
+  assert not (tmp_path / "attenmixer_portable_ann").exists()
+
+  with pytest.raises(export.RecallTargetMissed) as missed:
+    export.export_model(model, prepared, str(tmp_path), index="portable_ann",
+                        max_length=MAX_LENGTH, validate=False, num_partitions=60,
+                        min_recall=1.0)
+  ladder = {trial.settings["num_partitions_to_search"]: trial.recall[20]
+            for trial in missed.value.tuning.trials}
+  assert len(ladder) > 3 and max(ladder) * 8 < prepared.num_items  # cheaper than brute force
+  default, best = ladder[18], max(ladder.values())
+  assert best > default + 0.02, ladder
+  target = round((default + best) / 2, 4)
+  path = export.export_model(model, prepared, str(tmp_path), index="portable_ann",
+                             max_length=MAX_LENGTH, validate=False, num_partitions=60,
+                             min_recall=target)
+  recall = push.read_metadata(path)["index_recall"]
+  assert recall["default"] == {"settings": {"num_partitions_to_search": 18},
+                               "recall": {"at_20": round(default, 5)}}
+  probes = recall["settings"]["num_partitions_to_search"]
+  assert probes == min(value for value, found in ladder.items() if found >= target) > 18
+  assert recall["recall"]["at_20"] == round(ladder[probes], 5) >= target
+  assert push.read_metadata(path)["index_options"]["num_partitions_to_search"] == probes
+  # The exported index searches that many partitions: rebuilt with them here (deterministic),
+  # it gives the recorded recall on the same examples.
+  items, exact = _held_out(model, prepared)
+  index = topk.build_index("portable_ann", model.candidate_embeddings(), num_partitions=60,
+                           num_partitions_to_search=probes)
+  rows = index(model.query_tower(items, training=False), k=20)[1].numpy()
+  assert abs(topk.retrieval_recall(rows, exact) - ladder[probes]) < 0.005
 
 
 def test_raw_ids_must_be_int64(tmp_path):

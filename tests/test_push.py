@@ -149,3 +149,33 @@ def test_cli_push_if_better_reads_the_run_metrics(trained, tmp_path):
   assert result.returncode == 1, result.stderr[-3000:]
   assert "5.5" in result.stderr and "6" in result.stderr and "worse" in result.stderr
   assert sorted(os.listdir(base / "attenmixer")) == ["1"]
+
+
+def test_push_if_better_refuses_an_approximate_index_below_its_recall_target(trained, tmp_path):
+  """A portable_ann version measured (min_recall=0) at 3 of its partitions has recall@20 far
+  below 0.99: published without push_if_better, refused with it, naming the recall."""
+  model, prepared = trained
+
+  def attempt(**kwargs):
+    return export.export_model(model, prepared, str(tmp_path), index="portable_ann",
+                               max_length=MAX_LENGTH, validate=False, min_recall=0.0,
+                               num_partitions_to_search=3, metrics={"mrr_at_20": 10.0},
+                               **kwargs)
+
+  recall = push.recorded_recall(attempt())["recall"]["at_20"]
+  assert recall < 0.9
+  model_dir = tmp_path / "attenmixer_portable_ann"
+  with pytest.raises(push.PushRefused, match=f"recall@20 = {recall:g} below the target 0.99"):
+    push.publish(_copy_version(model_dir / "1", model_dir), str(model_dir), validate=False,
+                 push_if_better=True, min_recall=0.99)
+  # The target recorded with the version (here 0: measure only) is the default threshold.
+  assert attempt(push_if_better=True).endswith("/2")
+  assert sorted(os.listdir(model_dir)) == ["1", "2"]
+
+
+def _copy_version(version_dir, model_dir):
+  """A temporary copy of a version folder, as the exporter publishes from."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  temporary = os.path.join(model_dir, ".tmp-export-copy")
+  shutil.copytree(version_dir, temporary)
+  return temporary

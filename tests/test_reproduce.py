@@ -374,3 +374,30 @@ def test_a_disagreement_is_measured_against_the_seed_spread():
   single = {"full": row("Full", 45.9), "ablation": row("Ablation", 46.0)}
   assert runner.notes(spec, single)[0].endswith("(the paper has it higher), by 0.10.")
   assert len(runner.notes(spec, single)) == 2
+
+
+def test_options_are_judged_against_the_seed_spread_of_the_default():
+  """An option ahead on both metrics is called ahead by more than the default's spread over
+  seeds only when both differences exceed its standard deviation; one ahead on a single metric
+  is not called better."""
+  from benchmarks import reproduce  # pylint: disable=g-import-not-at-top
+  metrics = ("hr_at_20", "mrr_at_20")
+
+  def result(label, hr, mrr):
+    valid = {m: reproduce.mean_std(values) for m, values in zip(metrics, (hr, mrr))}
+    return {"label": label, "valid": valid,
+            "runs": [{"examples_per_second": 1000.0, "load_average_max": 1.0}]}
+
+  results = {"base": result("Default", [51.32, 51.84], [25.97, 26.17]),
+             "small": result("Small lead", [51.70], [26.10]),
+             "large": result("Large lead", [52.50], [26.50]),
+             "mixed": result("Mixed", [51.82], [26.01]),
+             "worse": result("Worse", [51.00], [25.70])}
+  lines = dict(zip(["small", "large", "mixed", "worse"],
+                   reproduce.against_baseline(results, "base", metrics)))
+  assert ("better than Default on validation, but not on every metric by more than the standard "
+          "deviation over its 2 seeds (HR@20 0.37, MRR@20 0.14)") in lines["small"]
+  assert "better than Default on validation, by more than the standard deviation" in lines["large"]
+  assert "not better than Default on every metric, and no metric more than 0.2" in lines["mixed"]
+  assert "HR@20 +0.24, MRR@20 -0.06" in lines["mixed"]
+  assert "worse than Default on validation by more than 0.2 points" in lines["worse"]

@@ -500,6 +500,32 @@ def test_a_dataset_folder_of_your_own_trains_and_exports(tmp_path, prepared_dir)
   assert metrics(tmp_path / "run")["dataset"] == "myshop"
 
 
+def test_an_index_below_its_recall_target_fails_the_export_and_keeps_the_model(
+    tmp_path, prepared_dir):
+  """Issue 29.1: no portable_ann search cheaper than brute force finds every one of the exact
+  top-20 of every validation example (--min_recall=1): exit 2 naming the best recall, nothing
+  published and no metrics.json; a rerun with a reachable target exports the trained model
+  without training it again."""
+  run = tmp_path / "run"
+  missed = run_module("trainer.main", *SMALL, f"--output_dir={prepared_dir}",
+                      f"--run_dir={run}", "--epochs=1", "--export_indexes=portable_ann",
+                      "--min_recall=1")
+  assert missed.returncode == 2, missed.stderr[-3000:]
+  assert "no portable_ann search setting reaches recall@20 >= 1.0 on " in missed.stderr
+  assert "the best reached 0." in missed.stderr and "nothing was published" in missed.stderr
+  assert f"The trained model is intact in {run}" in missed.stderr
+  assert not (run / "export" / "attenmixer_portable_ann").exists()
+  assert not (run / "metrics.json").exists()
+  again = train(run, prepared_dir, "--epochs=1", "--export_indexes=portable_ann",
+                "--min_recall=0")
+  assert "Resumed from" in again.stderr, again.stderr[-3000:]
+  assert len(metrics(run)["epochs"]) == 1
+  with open(run / "export" / "attenmixer_portable_ann" / "1" / "assets.extra" /
+            "export.json") as record:
+    recall = json.load(record)["index_recall"]
+  assert recall["min_recall"] == 0 and recall["split"] == "valid" and recall["reached"]
+
+
 def test_refit_from_a_committed_selection_result_alone(tmp_path, prepared_dir, full_run):
   reference, _ = full_run
   committed = tmp_path / "results"

@@ -92,9 +92,9 @@ def default_options(kind: str, num_candidates: int) -> Dict[str, Any]:
   Above Gowalla's size the number of leaves searched stays at its Gowalla value (116 and 174):
   a query's top-20 lies in a number of leaves set by the model's geometry, not by N, so the
   searched share shrinks as the leaves multiply (recall@20 on the synthetic benchmark: ScaNN
-  0.937 at 1M items and 0.79 at 2.3M, portable_ann 0.990 and 0.925). Check the recall on your own
-  model (the benchmark, or `retrieval_recall` against brute force) and search more leaves if
-  needed.
+  0.937 at 1M items and 0.79 at 2.3M, portable_ann 0.990 and 0.925). The exporter measures the
+  recall on each model's held-out sessions and tunes the search breadth to a target
+  (`tfrs_attenmixer.index_tuning`).
   """
   if kind == "brute_force":
     return {}
@@ -344,6 +344,11 @@ class PortableANN(tfrs.layers.factorized_top_k.TopK):
     top_scores, positions = tf.math.top_k(scores, tf.minimum(k, probes * size))
     top_scores, top_rows = _pad_to_k(top_scores, tf.gather(rows, positions, batch_dims=1), k)
     return top_scores, _identify(top_rows, self._identifiers)
+
+  @property
+  def partition_size(self) -> Optional[int]:
+    """S, the padded size of every partition (None before `index`)."""
+    return None if self._partition_rows is None else int(self._partition_rows.shape[1])
 
   def is_exact(self) -> bool:
     return False

@@ -6,7 +6,8 @@ training, and `python -m serving.export --run_dir=RUN` on a finished run folder.
 Layout: `<export_base>/<model_name>/<version>/` is a SavedModel (integer versions, as TF Serving
 expects; by default 1 + the largest existing one) with `assets/vocab.txt` (the vocabulary),
 `assets.extra/tf_serving_warmup_requests` (see `data.warmup`) and
-`assets.extra/export.json` (index kind and parameters, max_length, catalogue size). A version is
+`assets.extra/export.json` (index kind and parameters, max_length, catalogue size, and for an
+approximate index its measured recall, `index_recall`). A version is
 written into a hidden temporary folder beside it and renamed into place once complete
 (`trainer.versions`), after `trainer.push` has validated it in a fresh process (and, with
 `push_if_better`, found its validation metric not worse than the newest version's). A temporary
@@ -39,6 +40,16 @@ order agrees with `serving_default`.
 The approximate indexes may return fewer than k real items; the missing entries are item id 0
 with score -inf (see `tfrs_attenmixer.topk`).
 
+Recall. An approximate index (`scann`, `portable_ann`) is checked before it is published: the
+session vectors of up to `RECALL_QUERIES` held-out examples (spread evenly over the `recall_split`:
+the validation split, or the test split for a model refit on it) are searched with the index
+and exactly, and recall@20 is measured. The index's search breadth is then tuned to the cheapest
+setting whose recall reaches `min_recall` (`tfrs_attenmixer.index_tuning`; search options given
+explicitly are kept as given). `export.json`'s `index_recall` records the recall, the chosen
+setting, its batch-1 search latency, the split and query count, and every setting tried. When no
+setting reaches `min_recall`, `RecallTargetMissed` names the best recall reached and no version
+is published.
+
 Loading: `brute_force` and `portable_ann` exports hold only stock TensorFlow ops (stock TF
 Serving, or `tf.saved_model.load` without this project); a `scann` export needs the ScaNN ops
 (`import scann` before `tf.saved_model.load`, or TF Serving built with ScaNN).
@@ -55,15 +66,21 @@ import tensorflow as tf
 
 from data import popularity
 from data import warmup
+from data.input_config import InputConfig
+from data.pipeline import make_dataset
 from data.prepared import PreparedDataset
 from data.vocabulary import VOCABULARY_FILE
+from tfrs_attenmixer import index_tuning
 from tfrs_attenmixer import topk
 from tfrs_attenmixer.model import SessionRetrievalModel
+from trainer import export_options
 from trainer import push
 from trainer import versions
 from trainer.export_errors import ExportError
+from trainer.export_errors import RecallTargetMissed
 
 DEFAULT_K = 20
+RECALL_QUERIES = 2000
 METADATA_FILE = "export.json"
 
 _SESSIONS = tf.TensorSpec([None, None], tf.int64, name="sessions")
@@ -192,6 +209,8 @@ def export_model(model: SessionRetrievalModel,
                  push_if_better: bool = False,
                  metrics: Optional[Dict[str, Any]] = None,
                  push_metric: str = "mrr_at_20",
+                 min_recall: float = export_options.DEFAULT_MIN_RECALL,
+                 recall_split: str = "valid",
                  **index_options: Any) -> str:
   """Exports `model` as `<export_base>/<model_name>/<version>/` and returns that path.
 
@@ -211,7 +230,17 @@ def export_model(model: SessionRetrievalModel,
       newest existing version's (`trainer.push`); otherwise `push.PushRefused`.
     metrics: the run's validation metrics (percent), recorded in `export.json`.
     push_metric: the metric `push_if_better` compares.
-    **index_options: index parameters overriding `topk.default_options`.
+    min_recall: recall@20 target of an approximate index, in [0, 1] (see the module doc); the
+      search breadth is tuned to reach it, else `RecallTargetMissed`. 0: measure only.
+    recall_split: the held-out split recall is measured on ("valid", or "test" for a model
+      trained on the validation split).
+    **index_options: index parameters overriding `topk.default_options`; search parameters
+      given here are kept, not tuned.
+
+  Raises:
+    ExportError: a bad argument, a model folder of another index kind, an existing version.
+    RecallTargetMissed: (an `ExportError`) no search setting reaches `min_recall`.
+    push.PushRefused: validation failed, or `push_if_better` found the version worse.
   """
   if index not in topk.INDEX_KINDS:
     raise ExportError(f"index must be one of {', '.join(topk.INDEX_KINDS)}; got {index!r}")
@@ -220,6 +249,8 @@ def export_model(model: SessionRetrievalModel,
     raise ExportError(f"version must be an integer >= 1; got {version!r}")
   if max_length < 1:
     raise ExportError(f"max_length must be >= 1; got {max_length}")
+  if not 0.0 <= min_recall <= 1.0:
+    raise ExportError(f"min_recall must be in [0, 1]; got {min_recall}")
   model_name = model_name or model_name_for(index)
   model_dir = os.path.join(export_base, model_name)
   _check_same_index(model_dir, index)
@@ -232,6 +263,11 @@ def export_model(model: SessionRetrievalModel,
   options = {**topk.default_options(index, model.num_items), **index_options}
   logging.info("Building the %s index over %d items: %s", index, model.num_items, options)
   layer = topk.build_index(index, model.candidate_embeddings(), k=DEFAULT_K, **options)
+  recall = None
+  if index in index_tuning.SEARCH_PARAMETERS:
+    recall = _tune_recall(model, prepared, layer, index, options, sorted(index_options),
+                          min_recall, recall_split, max_length)
+    options = {**options, **recall["settings"]}
   module = ServingModule(model, layer, os.path.join(prepared.directory, VOCABULARY_FILE),
                          raw_ids, counts, max_length)
   metadata = {"index": index, "index_options": options, "max_length": max_length,
@@ -240,6 +276,8 @@ def export_model(model: SessionRetrievalModel,
               "signatures": sorted(module.signatures())}
   if metrics:
     metadata[push.METRICS_KEY] = push.numeric_metrics(metrics)
+  if recall:
+    metadata[push.RECALL_KEY] = recall
 
   os.makedirs(model_dir, exist_ok=True)
   versions.remove_abandoned_temporaries(model_dir)
@@ -251,12 +289,59 @@ def export_model(model: SessionRetrievalModel,
     _write_extras(temporary, model_name, metadata,
                   warmup.sample_sessions(prepared, raw_ids))
     path = push.publish(temporary, model_dir, version, validate=validate,
-                        push_if_better=push_if_better, push_metric=push_metric)
+                        push_if_better=push_if_better, push_metric=push_metric,
+                        min_recall=min_recall)
   finally:
     if os.path.exists(temporary):
       shutil.rmtree(temporary, ignore_errors=True)
   logging.info("Exported %s (%s index)", path, index)
   return path
+
+
+def held_out_queries(model: SessionRetrievalModel, prepared: PreparedDataset, split: str,
+                     max_length: int, count: int = RECALL_QUERIES) -> np.ndarray:
+  """float32 [M, dim]: the session vectors of M = min(count, examples) examples of `split`,
+  every ceil(examples / count)-th one, so they span the split's time range."""
+  total = prepared.num_examples(split)
+  stride = max(1, -(-total // count))
+  examples = make_dataset(prepared, split, InputConfig(batch_size=500, max_length=max_length),
+                          training=False).unbatch()
+  items = (examples.enumerate().filter(lambda position, _: position % stride == 0)
+           .map(lambda _, example: example["items"]).take(count).batch(500))
+  vectors = [model.query_tower(batch, training=False).numpy() for batch in items]
+  return np.concatenate(vectors) if vectors else np.zeros([0, model.config.embedding_dim],
+                                                          np.float32)
+
+
+def _tune_recall(model: SessionRetrievalModel, prepared: PreparedDataset, layer, index: str,
+                 options: Dict[str, Any], explicit, min_recall: float, split: str,
+                 max_length: int) -> Dict[str, Any]:
+  """Measures the index's recall on held-out sessions and tunes its search breadth (the layer
+  is left at the chosen setting); returns export.json's `index_recall` record."""
+  queries = held_out_queries(model, prepared, split, max_length)
+  if not len(queries):
+    raise ExportError(f"{prepared.directory}: the {split} split has no examples to measure the "
+                      f"{index} index's recall on")
+  if len(queries) < 1000:
+    logging.warning("The %s split has only %d examples: the recall of the %s index is measured "
+                    "on them", split, len(queries), index)
+  fixed = [name for name in explicit if name in index_tuning.SEARCH_PARAMETERS[index]]
+  try:
+    tuning = index_tuning.tune_search(layer, index, options, queries,
+                                      model.candidate_embeddings().numpy(), ks=(20, DEFAULT_K),
+                                      min_recall=min_recall, fixed=fixed)
+  except index_tuning.RecallNotReached as error:
+    logging.error("Export refused, nothing published: %s", error)
+    raise RecallTargetMissed(
+        f"{error}; nothing was published (lower --min_recall, search more with "
+        f"--index_option, or export brute_force)", error.tuning) from error
+  record = {**tuning.to_dict(), "split": split}
+  default_recall = min(tuning.default.recall.values())
+  logging.info("%s index: recall@20 %.4f on %d %s examples with %s (batch-1 search %.3f ms); its "
+               "default setting %s gave %.4f (target %.2f)", index, tuning.recall[20],
+               tuning.num_queries, split, tuning.settings, tuning.chosen.latency_ms,
+               tuning.default.settings, default_recall, min_recall)
+  return record
 
 
 def model_name_for(index: str) -> str:

@@ -41,6 +41,8 @@ from trainer import flags as trainer_flags
 from trainer import paper
 from trainer import run_dir as run_dir_lib
 from trainer import cluster
+from trainer import export_options
+from trainer.export_errors import RecallTargetMissed
 from tfrs_attenmixer import console
 
 FLAGS = flags.FLAGS
@@ -50,6 +52,8 @@ flags.DEFINE_list("export_indexes", ["brute_force", "scann"],
                   "model: brute_force -> <export_dir>/attenmixer, others -> "
                   "<export_dir>/attenmixer_<index>; portable_ann (approximate, stock TF ops) on "
                   "request. Empty: no export.")
+
+export_options.define_min_recall_flag("the validation split; the test split for the refit")
 
 EXIT_CONFIG_ERROR = 2
 EXIT_TRAINING_FAILED = 3
@@ -191,9 +195,15 @@ def train_stage(config, prepared, stage_dir: str, strategy, task, export_dir: Op
       summary["exports"] = {
           index: export_model(trainer.model, prepared, export_dir, model_name=None,
                               index=index, max_length=config.train.max_length,
-                              metrics=export_metrics or summary["valid"])
+                              metrics=export_metrics or summary["valid"],
+                              min_recall=FLAGS.min_recall,
+                              recall_split="test" if config.train.train_on_valid else "valid")
           for index in FLAGS.export_indexes}
     run_dir_lib.write_json(os.path.join(stage_dir, run_dir_lib.METRICS_FILE), summary)
+  except RecallTargetMissed as error:
+    raise StageFailed(_fail(
+        f"{error}. The trained model is intact in {stage_dir}: rerun with another --min_recall "
+        "or --export_indexes to export it", EXIT_CONFIG_ERROR)) from error
   except (OSError, tf.errors.OpError) as error:
     raise StageFailed(_fail(
         f"could not write the results ({run_dir_lib.write_error_reason(error)}); the training "
@@ -210,8 +220,8 @@ def _finished_summary(stage_dir: str) -> Optional[Dict[str, Any]]:
     return json.load(stream)
 
 
-def full_protocol(config, prepared, run_dir: str, export_dir: str, strategy,
-                  task) -> Optional[Dict[str, Any]]:
+def full_protocol(config, prepared, run_dir: str, export_dir: str, strategy, task,
+                  selection_from: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
   """Selection, then refit, in `run_dir/selection` and `run_dir/refit` (see the module's doc).
 
   Returns:
@@ -222,20 +232,18 @@ def full_protocol(config, prepared, run_dir: str, export_dir: str, strategy,
     StageFailed: a stage failed.
   """
   selection_dir, refit_dir = run_dir_lib.stage_dirs(run_dir)
-  if FLAGS.selection_from:
-    selection = read_selection(FLAGS.selection_from, config)
+  if selection_from is not None:
+    selection = selection_from
     logging.info("Selection stage from %s: epoch %d selected on validation", FLAGS.selection_from,
                  selection["selected_epoch"])
   else:
     selection = _finished_summary(selection_dir)
     if selection is not None:
-      differences = run_dir_lib.record_differences(run_dir_lib.read_config(selection_dir),
-                                                   run_record(config))
-      if differences:
-        raise StageFailed(_fail(
-            f"{selection_dir} holds a finished selection stage of another configuration "
-            f"({'; '.join(differences)}); resume it with the same flags, or pass another "
-            "--run_dir", EXIT_CONFIG_ERROR))
+      try:
+        run_dir_lib.check_same_run(selection_dir, run_record(config),
+                                   "a finished selection stage")
+      except run_dir_lib.RunDirError as error:
+        raise StageFailed(_fail(str(error), EXIT_CONFIG_ERROR)) from error
       logging.info("Selection stage finished (%s): epoch %d selected; not trained again",
                    selection_dir, selection["selected_epoch"])
     else:
@@ -281,8 +289,8 @@ def main(argv) -> int:
                        "--protocol=selection with it (--protocol=full refits by itself)")
     if FLAGS.selection_from and FLAGS.protocol != "full":
       raise ValueError("--selection_from is the full protocol's: drop --protocol=selection")
-    if FLAGS.selection_from:
-      read_selection(FLAGS.selection_from, config)
+    selection_from = (read_selection(FLAGS.selection_from, config) if FLAGS.selection_from
+                      else None)
   except ValueError as error:
     return _fail(str(error), EXIT_CONFIG_ERROR)
   if FLAGS.print_config:
@@ -315,7 +323,8 @@ def main(argv) -> int:
   export_dir = FLAGS.export_dir or os.path.join(run_dir, "export")
   try:
     if FLAGS.protocol == "full":
-      summary = full_protocol(config, prepared, run_dir, export_dir, strategy, task)
+      summary = full_protocol(config, prepared, run_dir, export_dir, strategy, task,
+                              selection_from)
     else:
       summary = train_stage(config, prepared, run_dir, strategy, task, export_dir=export_dir)
   except StageFailed as failed:

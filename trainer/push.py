@@ -38,6 +38,8 @@ from trainer import versions
 
 METADATA_FILE = "export.json"  # = trainer.export.METADATA_FILE
 METRICS_KEY = "validation_metrics"
+RECALL_KEY = "index_recall"  # an approximate index's measured recall (trainer.export)
+EXACT_INDEXES = ("brute_force",)
 DEFAULT_PUSH_METRIC = "mrr_at_20"
 _REPORT_PREFIX = "VALIDATION_REPORT "
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -258,11 +260,16 @@ def validate_in_fresh_process(saved_model_dir: str,
 def publish(temporary: str, model_dir: str, version: Optional[int] = None, *,
             validate: bool = True, push_if_better: bool = False,
             push_metric: str = DEFAULT_PUSH_METRIC,
+            min_recall: Optional[float] = None,
             validation_timeout_seconds: float = 600.0) -> str:
   """Validates and compares the finished `temporary` version folder, then renames it into place.
 
+  With `push_if_better`, a version of an approximate index must also have a recorded recall
+  (export.json's `index_recall`) of at least `min_recall` (default: the `min_recall` recorded
+  with it) at every k measured.
+
   Returns the version path. On refusal, deletes `temporary` and raises `PushRefused` (a failed
-  validation or a worse metric); the decision is logged either way.
+  validation, a recall below the target or a worse metric); the decision is logged either way.
   """
   try:
     if validate:
@@ -275,11 +282,40 @@ def publish(temporary: str, model_dir: str, version: Optional[int] = None, *,
       logging.info("Candidate export validated in a fresh process (%d warm-up requests, %.1fs)",
                    report.requests, report.seconds)
     if push_if_better:
+      _check_recall(temporary, min_recall)
       _compare(temporary, model_dir, push_metric)
     return versions.publish_version(temporary, model_dir, version)
   finally:
     if os.path.exists(temporary):
       shutil.rmtree(temporary, ignore_errors=True)
+
+
+def recorded_recall(saved_model_dir: str) -> Optional[Dict[str, Any]]:
+  """The `index_recall` record of a version's export.json, if any."""
+  return read_metadata(saved_model_dir).get(RECALL_KEY)
+
+
+def _check_recall(temporary: str, min_recall: Optional[float]) -> None:
+  """Raises `PushRefused` if the candidate is an approximate index whose recorded recall is
+  missing or below `min_recall` (default: its recorded target)."""
+  metadata = read_metadata(temporary)
+  if metadata.get("index", "brute_force") in EXACT_INDEXES:
+    return
+  record = metadata.get(RECALL_KEY)
+  if not record or not record.get("recall"):
+    message = (f"push refused: the candidate's {metadata.get('index')} index has no recorded "
+               "recall (export it with trainer.export, which measures it)")
+    logging.error("%s", message)
+    raise PushRefused(message)
+  target = record.get("min_recall", 0.0) if min_recall is None else min_recall
+  worst_key, worst = min(record["recall"].items(), key=lambda item: item[1])
+  if worst < target:
+    message = (f"push refused: the candidate's {metadata.get('index')} index has "
+               f"recall{worst_key.replace('at_', '@')} = {worst:g} below the target {target:g}")
+    logging.warning("%s", message)
+    raise PushRefused(message)
+  logging.info("Push: the candidate's recall%s = %g reaches the target %g",
+               worst_key.replace("at_", "@"), worst, target)
 
 
 def _compare(temporary: str, model_dir: str, metric: str) -> None:

@@ -126,17 +126,22 @@ def record_differences(stored: Dict[str, Any], record: Dict[str, Any]) -> List[s
           if before[name] != after[name]]
 
 
+def check_same_run(run_dir: str, record: Dict[str, Any], what: str = "a run") -> None:
+  """Raises `RunDirError` if `run_dir`'s `config.json` describes another run than `record`
+  (naming the fields that differ); `what` names the run in the message."""
+  differences = record_differences(read_config(run_dir), record)
+  if differences:
+    raise RunDirError(
+        f"{run_dir} holds {what} of another configuration ({os.path.join(run_dir, CONFIG_FILE)}; "
+        f"{'; '.join(differences)}); resume it with the same flags, or pass another --run_dir")
+
+
 def claim(run_dir: str, record: Dict[str, Any]) -> None:
   """Writes `config.json`, or checks that an existing one describes the same run (resumption)."""
-  path = os.path.join(run_dir, CONFIG_FILE)
-  if os.path.isfile(path):
-    differences = record_differences(read_config(run_dir), record)
-    if differences:
-      raise RunDirError(
-          f"{run_dir} holds a run with another configuration ({path}; {'; '.join(differences)}); "
-          "resume it with the same flags, or pass another --run_dir")
+  if os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+    check_same_run(run_dir, record)
     return
-  write_json(path, record)
+  write_json(os.path.join(run_dir, CONFIG_FILE), record)
 
 
 def load_trained_model(run_dir: str):
