@@ -4,7 +4,7 @@ TF Serving replays `<version>/assets.extra/tf_serving_warmup_requests` (a TFReco
 `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`) when it loads a version, before the
 version takes traffic, so the first real request does not pay for graph optimisation and
 memory allocation. Each record holds a `predict_log.request`: a `PredictRequest` for one
-signature with realistic sessions (raw item ids, 0-padded) taken from the training data.
+signature with realistic sessions (raw item ids, padded) taken from the training data.
 
 The export writes the file (`trainer.export`); the push validation (`trainer.push`) and the model
 server (`serving.servable`) replay it: the format belongs to `data`, which all of them import.
@@ -31,13 +31,15 @@ def warmup_path(saved_model_dir: str) -> str:
 
 def sample_sessions(prepared: PreparedDataset, raw_ids: np.ndarray,
                     count: int = 8) -> np.ndarray:
-  """The first `count` training sessions as raw ids, int64 [count, longest] right-padded with 0.
+  """The first `count` training sessions as raw ids [count, longest], right-padded with the
+  padding id.
 
-  `raw_ids` [N + 1] maps item indices to raw ids (entry 0 is 0).
+  `raw_ids` [N + 1] maps item indices to raw ids (entry 0 is the padding id): int64 (padding 0)
+  or an object array of str (padding ""); the result has its dtype.
   """
   batch = next(iter(tf.data.TFRecordDataset(prepared.files("train")).batch(count)))
   sessions = parse_sessions(batch).to_tensor().numpy()
-  return raw_ids[sessions].astype(np.int64)
+  return raw_ids[sessions]
 
 
 def write_warmup_requests(saved_model_dir: str, model_name: str, sessions: np.ndarray,
@@ -47,7 +49,7 @@ def write_warmup_requests(saved_model_dir: str, model_name: str, sessions: np.nd
   Args:
     saved_model_dir: the SavedModel version folder.
     model_name: the name TF Serving serves the model under (`ModelSpec.name`).
-    sessions: int64 [batch, length] raw item ids.
+    sessions: [batch, length] raw item ids, int64 or str (`sample_sessions`).
     signature_name: the signature the requests call; its only input must be `sessions`.
   """
   path = warmup_path(saved_model_dir)
@@ -57,7 +59,8 @@ def write_warmup_requests(saved_model_dir: str, model_name: str, sessions: np.nd
       request = predict_pb2.PredictRequest()
       request.model_spec.name = model_name
       request.model_spec.signature_name = signature_name
-      request.inputs["sessions"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.int64))
+      request.inputs["sessions"].CopyFrom(tf.make_tensor_proto(
+          batch, dtype=tf.string if batch.dtype == object else tf.int64))  # str: UTF-8
       log = prediction_log_pb2.PredictionLog(
           predict_log=prediction_log_pb2.PredictLog(request=request))
       writer.write(log.SerializeToString())

@@ -60,7 +60,8 @@ class ToyRecommender(tf.Module):
     return tf.reduce_sum(rows, axis=1), unknown
 
   def _top_k(self, sessions, k):
-    tf.debugging.assert_positive(k, message="k must be >= 1")
+    with tf.control_dependencies([tf.debugging.assert_positive(k, message="k must be >= 1")]):
+      k = tf.identity(k)  # the check runs before any op that takes k
     vectors, unknown = self._session(sessions)
     scores, indices = tf.math.top_k(tf.matmul(vectors, self.table[1:], transpose_b=True), k)
     return {"item_ids": tf.cast(indices, tf.int64) + 1, "scores": scores,

@@ -31,7 +31,8 @@ from data import warmup
 from data.pipeline import InputConfig, make_dataset
 from data.prepare import PrepareConfig, prepare
 from data.tfrecord import parse_sessions
-from data.vocabulary import Vocabulary
+from data.prepared import PreparedDataset
+from data.vocabulary import VOCABULARY_FILE, Vocabulary
 from tfrs_attenmixer import ModelConfig, SessionRetrievalModel, index_tuning, topk
 from trainer import export
 from trainer import push
@@ -448,15 +449,99 @@ def test_portable_ann_defaults_fall_short_and_tuning_reaches_the_target(trained,
   assert abs(topk.retrieval_recall(rows, exact) - ladder[probes]) < 0.005
 
 
-def test_raw_ids_must_be_int64(tmp_path):
+def test_a_catalogue_with_any_non_integer_id_is_served_with_string_ids():
   class Prepared:
-    directory = str(tmp_path)
 
-    @staticmethod
-    def vocabulary():
-      return Vocabulary(("12", "item-7"))
-  with pytest.raises(export.ExportError, match=r"vocab.txt, line 3: raw id 'item-7'"):
-    export.raw_id_array(Prepared())
+    def __init__(self, raw_ids):
+      self.raw_ids = raw_ids
+
+    def vocabulary(self):
+      return Vocabulary(self.raw_ids)
+  ints = export.raw_id_array(Prepared(("12", "9223372036854775807")))
+  assert ints.dtype == np.int64 and ints.tolist() == [0, 12, 2**63 - 1]
+  for odd in ("item-7", "007", "9223372036854775808", "+5", "١٢"):
+    strings = export.raw_id_array(Prepared(("12", odd)))
+    assert strings.dtype == object and strings.tolist() == ["", "12", odd], odd
+
+
+def _sku(raw):
+  """The string id of a test item: SKU-like, some with non-ASCII letters."""
+  return f"sku-{raw}" if int(raw) % 3 else f"größe-{raw}"
+
+
+@pytest.fixture(scope="module")
+def string_export(trained, tmp_path_factory):
+  """(prepared dataset with string ids, brute-force export): the trained model's dataset with
+  every raw id renamed by `_sku` (same items, same order), exported and validated."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  model, prepared = trained
+  directory = tmp_path_factory.mktemp("string_ids") / prepared.name
+  shutil.copytree(prepared.directory, directory)
+  Vocabulary(tuple(map(_sku, prepared.vocabulary().raw_ids))).save(
+      str(directory / VOCABULARY_FILE))
+  strings = PreparedDataset.load(str(directory))
+  base = tmp_path_factory.mktemp("string_exports")
+  return strings, export.export_model(model, strings, str(base), max_length=MAX_LENGTH)
+
+
+def test_string_item_ids_from_the_request_to_the_answer(trained, exports, string_export):
+  """Issue 28.4: a string-id export takes `sessions` as DT_STRING ("" = padding) and answers
+  with string ids: exactly the integer export's answers, renamed."""
+  from serving.testing import ServerProcess  # pylint: disable=g-import-not-at-top
+  from serving import client  # pylint: disable=g-import-not-at-top
+  _, prepared = trained
+  strings, path = string_export
+  content = push.read_metadata(path)
+  assert content["item_id_dtype"] == "string"
+  assert push.read_metadata(exports["brute_force"])["item_id_dtype"] == "int64"
+  for log in warmup.read_warmup_requests(path):
+    assert tf.make_ndarray(log.predict_log.request.inputs["sessions"]).dtype == object
+  rename = np.vectorize(lambda raw: _sku(str(raw)) if raw else "", otypes=[object])
+  sessions = _matrix(_raw_sessions(prepared, "test", 6))
+  as_strings = rename(sessions)
+  with_unknown = np.concatenate([as_strings, np.array([["nope", ""]] * 6, object)], axis=1)
+
+  by_ints = tf.saved_model.load(exports["brute_force"]).signatures
+  by_strings = tf.saved_model.load(path).signatures
+  assert by_strings["serving_default"].structured_input_signature[1]["sessions"].dtype == (
+      tf.string)
+  expected = by_ints["serving_default"](sessions=tf.constant(sessions))
+  got = by_strings["serving_default"](sessions=tf.constant(with_unknown))
+  assert got["item_ids"].dtype == tf.string
+  decode = np.vectorize(lambda item: item.decode(), otypes=[object])
+  np.testing.assert_array_equal(decode(got["item_ids"].numpy()),
+                                rename(expected["item_ids"].numpy()))
+  np.testing.assert_allclose(got["scores"], expected["scores"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got["unknown_items"], [1] * 6)  # "nope"; "" is padding
+  candidates = np.array([[as_strings[0, 0], "nope", ""]] * 6, object)
+  scores = by_strings["score_items"](sessions=tf.constant(as_strings),
+                                     candidates=tf.constant(candidates))["scores"].numpy()
+  assert np.isfinite(scores[:, 0]).all() and np.isneginf(scores[:, 1:]).all()
+
+  # Served: gRPC through the client command (it learns the id type from the server), and REST.
+  log_dir = os.path.dirname(os.path.dirname(path))
+  server = ServerProcess(log_dir, f"--model_base_path={os.path.dirname(path)}",
+                         "--model_name=shop")
+  try:
+    with client.channel(server.address) as channel:
+      server.wait_until_available("shop", channel)
+    session = [item for item in as_strings[0] if item]
+    result = run_module("serving.client", f"--server={server.address}", "--model_name=shop",
+                        f"--session={','.join(session)}", "--k=5", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    top5 = [item.decode() for item in by_strings["top_k"](
+        sessions=tf.constant([session]), k=tf.constant(5))["item_ids"].numpy()[0]]
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == top5
+    import http.client  # pylint: disable=g-import-not-at-top
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+    connection.request("POST", "/v1/models/shop:predict",
+                       body=json.dumps({"instances": [session + ["nope"]]}))
+    reply = json.loads(connection.getresponse().read())
+    connection.close()
+    assert reply["predictions"][0]["item_ids"] == decode(got["item_ids"].numpy()[0]).tolist()
+    assert reply["predictions"][0]["unknown_items"] == 1
+  finally:
+    assert server.stop() == 0, server.log()[-3000:]
 
 
 def test_item_counts_and_most_popular(trained):

@@ -71,17 +71,24 @@ def test_unknown_ids_and_hangs_fail_validation(tmp_path):
   assert not report.ok and "timed out" in report.reason
 
 
-def test_validation_allows_only_the_padding_pattern():
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_validation_allows_only_the_padding_pattern(string_ids):
+  """Padding (0, or "" for string ids) only with score -inf; every other id in the vocabulary."""
   check = push._check_outputs  # pylint: disable=protected-access
-  specs = {"item_ids": tf.TensorSpec([None, 3], tf.int64),
+  dtype = tf.string if string_ids else tf.int64
+  specs = {"item_ids": tf.TensorSpec([None, 3], dtype),
            "scores": tf.TensorSpec([None, 3], tf.float32)}
-  vocabulary = {7, 8, 9}
+  vocabulary = {"sku-7", "sku-8", "sku-9"} if string_ids else {"7", "8", "9"}
 
   def outputs(ids, scores):
-    return {"item_ids": np.array([ids], np.int64), "scores": np.array([scores], np.float32)}
+    if string_ids:
+      ids = np.array([[f"sku-{i}".encode() if i else b"" for i in ids]], object)
+    else:
+      ids = np.array([ids], np.int64)
+    return {"item_ids": ids, "scores": np.array([scores], np.float32)}
 
   check("r", outputs([7, 8, 0], [2.0, 1.0, -np.inf]), specs, 1, vocabulary, np)
-  for ids, scores, reason in (([7, 8, 0], [2.0, 1.0, 0.5], "item id 0 with a finite score"),
+  for ids, scores, reason in (([7, 8, 0], [2.0, 1.0, 0.5], "padding item id with a finite score"),
                               ([7, 8, 9], [2.0, 1.0, -np.inf], "non-finite"),
                               ([7, 8, 9], [2.0, np.nan, 1.0], "non-finite"),
                               ([7, 8, 10], [2.0, 1.0, 0.5], "not in the vocabulary")):

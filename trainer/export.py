@@ -13,20 +13,23 @@ written into a hidden temporary folder beside it and renamed into place once com
 `push_if_better`, found its validation metric not worse than the newest version's). A temporary
 folder left by a killed exporter is removed by the next export.
 
-Signatures. Item ids are RAW ids (those of the dataset files), int64; 0 is padding.
+Signatures. Item ids are RAW ids (those of the dataset files): int64 with 0 as padding when
+every raw id of the catalogue is a positive integer (the paper datasets), otherwise strings with
+"" as padding (`raw_id_array`; `export.json`'s `item_id_dtype` says which). "id" below is that
+dtype.
 
 | signature | inputs | outputs |
 |---|---|---|
-| `serving_default` | `sessions` int64 [batch, length] | `item_ids` int64 [batch, 20], `scores` float32 [batch, 20], `unknown_items` int32 [batch] |
+| `serving_default` | `sessions` id [batch, length] | `item_ids` id [batch, 20], `scores` float32 [batch, 20], `unknown_items` int32 [batch] |
 | `top_k` | `sessions`, `k` int32 scalar | as `serving_default`, with min(k, N) columns |
 | `session_embedding` | `sessions` | `embedding` float32 [batch, dim] |
-| `score_items` | `sessions`, `candidates` int64 [batch, num_candidates] | `scores` float32 [batch, num_candidates] |
+| `score_items` | `sessions`, `candidates` id [batch, num_candidates] | `scores` float32 [batch, num_candidates] |
 
 The default k: TF Serving needs every input of a signature in each request, so an optional `k`
 is two signatures: `serving_default` takes only `sessions` and returns the top `DEFAULT_K` = 20;
 `top_k` takes `sessions` and `k` (k >= 1; k > N returns all N items).
 
-Sessions: each row is a session in click order, of any length, 0-padded on either side. Ids not
+Sessions: each row is a session in click order, of any length, padded (0 or "") on either side. Ids not
 in the vocabulary are treated as padding and counted in `unknown_items` (never an error). The
 most recent `max_length` known items are fed to the model (as in training). A session with no
 known item (empty, all padding or all unknown) gets the most popular training items, with their
@@ -34,11 +37,11 @@ share of the training clicks as `scores`; its `embedding` is zeros. Scores are t
 `scale * <session, item>` (the logits of training).
 
 `score_items` scores the given candidates exactly (no index); unknown candidates and padding
-(0) get -inf. For a session with no known item it returns the candidates' click shares, so its
+get -inf. For a session with no known item it returns the candidates' click shares, so its
 order agrees with `serving_default`.
 
-The approximate indexes may return fewer than k real items; the missing entries are item id 0
-with score -inf (see `tfrs_attenmixer.topk`).
+The approximate indexes may return fewer than k real items; the missing entries are the padding
+id with score -inf (see `tfrs_attenmixer.topk`).
 
 Recall. An approximate index (`scann`, `portable_ann`) is checked before it is published: the
 session vectors of up to `RECALL_QUERIES` held-out examples (spread evenly over the `recall_split`:
@@ -83,18 +86,17 @@ DEFAULT_K = 20
 RECALL_QUERIES = 2000
 METADATA_FILE = "export.json"
 
-_SESSIONS = tf.TensorSpec([None, None], tf.int64, name="sessions")
 _K = tf.TensorSpec([], tf.int32, name="k")
-_CANDIDATES = tf.TensorSpec([None, None], tf.int64, name="candidates")
 
 
 class ServingModule(tf.Module):
-  """The exported object: raw-id sessions in, top-K raw ids, embeddings or scores out.
+  """The servable: raw-id sessions -> top-K raw ids, via the query tower and an index.
 
   Holds the query tower, the index over the candidate vectors, the exact candidate vectors
   float32 [N, dim] (row r = item index r + 1, for `score_items`), the vocabulary lookup table
-  (raw id -> index, from the `vocab.txt` asset), `raw_ids` int64 [N + 1] (index -> raw id, 0 for
-  padding) and the popularity (`click_share` float32 [N + 1], `popular_indices` int64 [N]).
+  (raw id -> index, from the `vocab.txt` asset), `raw_ids` [N + 1] (index -> raw id; entry 0 is
+  the padding id: 0, or "" for string ids) and the popularity (`click_share` float32 [N + 1],
+  `popular_indices` int64 [N]). The ids' dtype (int64 or string) is that of `raw_ids`.
   """
 
   def __init__(self, model: SessionRetrievalModel, index: tf.keras.layers.Layer,
@@ -112,12 +114,22 @@ class ServingModule(tf.Module):
             vocabulary_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
             tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER),
         default_value=0)
-    self.raw_ids = tf.Variable(raw_ids, trainable=False, name="raw_ids")
+    string_ids = raw_ids.dtype == object
+    id_dtype = tf.string if string_ids else tf.int64
+    self.padding_id = tf.constant("" if string_ids else 0, id_dtype)
+    self.raw_ids = tf.Variable(tf.constant(raw_ids.tolist(), id_dtype), trainable=False,
+                               name="raw_ids")
     total = max(int(counts.sum()), 1)
     self.click_share = tf.Variable((counts / total).astype(np.float32), trainable=False,
                                    name="click_share")
     self.popular_indices = tf.Variable(popularity.most_popular(counts), trainable=False,
                                        name="popular_indices")
+    sessions = tf.TensorSpec([None, None], id_dtype, name="sessions")
+    candidates = tf.TensorSpec([None, None], id_dtype, name="candidates")
+    self.recommend = tf.function(self._recommend, input_signature=[sessions])
+    self.top_k = tf.function(self._top_k, input_signature=[sessions, _K])
+    self.session_embedding = tf.function(self._session_embedding, input_signature=[sessions])
+    self.score_items = tf.function(self._score_items, input_signature=[sessions, candidates])
 
   def signatures(self) -> Dict[str, Any]:
     return {
@@ -127,39 +139,38 @@ class ServingModule(tf.Module):
         "score_items": self.score_items,
     }
 
-  @tf.function(input_signature=[_SESSIONS])
-  def recommend(self, sessions: tf.Tensor) -> Dict[str, tf.Tensor]:
+  def _recommend(self, sessions: tf.Tensor) -> Dict[str, tf.Tensor]:
     """`serving_default`: the top `DEFAULT_K` items of each session."""
     return self._top_k(sessions, tf.constant(DEFAULT_K))
 
-  @tf.function(input_signature=[_SESSIONS, _K])
-  def top_k(self, sessions: tf.Tensor, k: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """`top_k`: the top min(k, N) items of each session."""
-    return self._top_k(sessions, k)
-
-  @tf.function(input_signature=[_SESSIONS])
-  def session_embedding(self, sessions: tf.Tensor) -> Dict[str, tf.Tensor]:
+  def _session_embedding(self, sessions: tf.Tensor) -> Dict[str, tf.Tensor]:
     """`session_embedding`: the session vectors [batch, dim] (zeros when no item is known)."""
     items, _, empty = self._encode(sessions)
     return {"embedding": self._embed(items, empty)}
 
-  @tf.function(input_signature=[_SESSIONS, _CANDIDATES])
-  def score_items(self, sessions: tf.Tensor, candidates: tf.Tensor) -> Dict[str, tf.Tensor]:
+  def _score_items(self, sessions: tf.Tensor, candidates: tf.Tensor) -> Dict[str, tf.Tensor]:
     """`score_items`: exact scores [batch, num_candidates] of the candidates (raw ids)."""
     items, _, empty = self._encode(sessions)
     queries = self._embed(items, empty)
-    indices = self.vocabulary.lookup(tf.strings.as_string(candidates))
+    indices = self._lookup(candidates)
     vectors = tf.gather(self.candidates, tf.maximum(indices - 1, 0))
     scores = self.scale * tf.linalg.matvec(vectors, queries)
     scores = tf.where(empty[:, None], tf.gather(self.click_share, indices), scores)
     return {"scores": tf.where(indices > 0, scores, -np.inf)}
 
+  def _lookup(self, ids: tf.Tensor) -> tf.Tensor:
+    """Item indices int64 of raw ids (0 for padding and unknown ids)."""
+    keys = ids if ids.dtype == tf.string else tf.strings.as_string(ids)
+    return tf.where(tf.equal(ids, self.padding_id), tf.zeros_like(ids, tf.int64),
+                    self.vocabulary.lookup(keys))
+
   def _encode(self, sessions: tf.Tensor):
     """Raw-id sessions [batch, length] -> (indices int32 [batch, max_length] left-padded with
     the most recent known items, unknown counts int32 [batch], no-known-item flags [batch])."""
-    indices = self.vocabulary.lookup(tf.strings.as_string(sessions))
+    indices = self._lookup(sessions)
     known = indices > 0
-    unknown = tf.reduce_sum(tf.cast(tf.not_equal(sessions, 0) & ~known, tf.int32), axis=1)
+    unknown = tf.reduce_sum(
+        tf.cast(tf.not_equal(sessions, self.padding_id) & ~known, tf.int32), axis=1)
     latest_first = tf.reverse(tf.ragged.boolean_mask(indices, known), axis=[1])
     items = tf.reverse(latest_first.to_tensor(0, shape=[None, self.max_length]), axis=[1])
     return tf.cast(items, tf.int32), unknown, ~tf.reduce_any(known, axis=1)
@@ -169,8 +180,8 @@ class ServingModule(tf.Module):
     return tf.where(empty[:, None], tf.zeros_like(queries), queries)
 
   def _top_k(self, sessions: tf.Tensor, k: tf.Tensor) -> Dict[str, tf.Tensor]:
-    tf.debugging.assert_positive(k, message="k must be >= 1")
-    k = tf.minimum(k, self.num_items)
+    with tf.control_dependencies([tf.debugging.assert_positive(k, message="k must be >= 1")]):
+      k = tf.minimum(k, self.num_items)  # the check runs before any op that takes k
     items, unknown, empty = self._encode(sessions)
     scores, rows = self.index(self._embed(items, empty), k=k)
     popular = self.popular_indices[:k]
@@ -182,20 +193,22 @@ class ServingModule(tf.Module):
 
 
 def raw_id_array(prepared: PreparedDataset) -> np.ndarray:
-  """int64 [N + 1]: the raw id of each item index (entry 0 = 0, padding).
+  """[N + 1]: the raw id of each item index, entry 0 the padding id.
 
-  Serving takes raw ids as int64 with 0 as padding, so every raw id must be a canonical
-  positive integer; anything else is an `ExportError` naming the id.
+  int64 (padding 0) when every raw id is a canonical positive int64 (`is_int64_id`), as in the
+  paper datasets; otherwise the catalogue's ids are strings (SKUs, URLs, UUIDs, or numbers mixed
+  with them): an object array of `str`, padding "". The export's signatures take and return ids
+  of that dtype.
   """
   raw_ids = prepared.vocabulary().raw_ids
-  values = np.zeros(len(raw_ids) + 1, np.int64)
-  for index, raw in enumerate(raw_ids, start=1):
-    if not raw.isdigit() or str(int(raw)) != raw or not 0 < int(raw) < 2**63:
-      raise ExportError(f"{os.path.join(prepared.directory, VOCABULARY_FILE)}, line "
-                        f"{index + 1}: raw id {raw!r} is not a positive int64; serving takes "
-                        "int64 raw ids with 0 as padding")
-    values[index] = int(raw)
-  return values
+  if all(is_int64_id(raw) for raw in raw_ids):
+    return np.array([0, *map(int, raw_ids)], np.int64)
+  return np.array(["", *raw_ids], object)
+
+
+def is_int64_id(raw: str) -> bool:
+  """Whether `raw` is a canonical positive int64 ("12", not "012", "+12", "0" or 2**63)."""
+  return raw.isascii() and raw.isdigit() and str(int(raw)) == raw and 0 < int(raw) < 2**63
 
 
 def export_model(model: SessionRetrievalModel,
@@ -272,6 +285,7 @@ def export_model(model: SessionRetrievalModel,
                          raw_ids, counts, max_length)
   metadata = {"index": index, "index_options": options, "max_length": max_length,
               "num_items": model.num_items, "embedding_dim": model.config.embedding_dim,
+              "item_id_dtype": "string" if raw_ids.dtype == object else "int64",
               "default_k": DEFAULT_K, "dataset": prepared.name,
               "signatures": sorted(module.signatures())}
   if metrics:

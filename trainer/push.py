@@ -163,11 +163,20 @@ def _check(saved_model_dir: str) -> int:
 
 
 def _read_vocabulary(saved_model_dir: str):
+  """The raw ids of `assets/vocab.txt` as a set of str (line 0, the padding token, excluded)."""
   path = os.path.join(saved_model_dir, "assets", "vocab.txt")
   if not os.path.isfile(path):
     return None
   with open(path) as stream:
-    return {int(line) for line in (raw.strip() for raw in stream) if line.isdigit()}
+    return set(stream.read().split("\n")[1:]) - {""}
+
+
+def _as_text(ids, np):
+  """Item ids (int64, or bytes for string ids) as str, and the padding mask (0 or b"")."""
+  if ids.dtype.kind in "iu":
+    return ids.astype(str), ids == 0
+  text = np.vectorize(lambda value: value.decode("utf-8", "replace"), otypes=[object])(ids)
+  return text, text == ""
 
 
 def _check_outputs(where, outputs, specs, batch, vocabulary, np) -> None:
@@ -189,15 +198,15 @@ def _check_outputs(where, outputs, specs, batch, vocabulary, np) -> None:
     if scores is not None and scores.shape != item_ids.shape:
       raise _Invalid(f"{where}: scores {list(scores.shape)} and item_ids "
                      f"{list(item_ids.shape)} differ in shape")
-    padding = item_ids == 0
+    text, padding = _as_text(item_ids, np)
     if scores is not None:
       bad_padding = padding & ~np.isneginf(scores)
       if bad_padding.any():
-        raise _Invalid(f"{where}: item id 0 with a finite score "
+        raise _Invalid(f"{where}: the padding item id with a finite score "
                        f"({int(bad_padding.sum())} entries)")
     if vocabulary is None:
       raise _Invalid(f"{where}: returns item ids but the export has no assets/vocab.txt")
-    unknown = sorted({int(i) for i in item_ids[~padding].flat} - vocabulary)
+    unknown = sorted(set(text[~padding].flat) - vocabulary)
     if unknown:
       raise _Invalid(f"{where}: {len(unknown)} returned item ids are not in the vocabulary, "
                      f"e.g. {unknown[:5]}")
