@@ -602,9 +602,10 @@ def free_ports(count):
   return ports
 
 
-def train_two_workers(tmp_path, prepared_dir, flags):
+def train_two_workers(tmp_path, prepared_dir, flags, stages=1):
   """Trains with MultiWorkerMirroredStrategy in two real worker processes on 127.0.0.1 ports and
-  checks that both end with the same weights and that only the chief wrote results."""
+  checks that both end each of the run's `stages` with the same weights and that only the chief
+  wrote results; returns the two processes' outputs."""
   workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
   processes = []
   for index in range(2):
@@ -620,15 +621,33 @@ def train_two_workers(tmp_path, prepared_dir, flags):
     assert process.returncode == 0, outputs[-1][-4000:]
   fingerprints = [[line.split("Weights fingerprint: ")[1] for line in out.splitlines()
                    if "Weights fingerprint: " in line] for out in outputs]
-  assert len(fingerprints[0]) == 1 and fingerprints[0] == fingerprints[1]  # same weights
+  assert len(fingerprints[0]) == stages and fingerprints[0] == fingerprints[1]  # same weights
   assert metrics(tmp_path)["replicas"] == 2
   # Only the chief writes results; the other worker's checkpoints are scratch.
-  assert (tmp_path / "workers" / "worker-1").exists()
+  assert glob.glob(str(tmp_path / "**" / "workers" / "worker-1"), recursive=True)
+  return outputs
 
 
 def test_multi_worker_two_processes_train_in_sync(tmp_path, prepared_dir, single_process_run):
   train_two_workers(tmp_path, prepared_dir, DISTRIBUTED)
   assert_same_training(tmp_path, single_process_run)
+
+
+def test_multi_worker_full_protocol_selects_then_refits_in_sync(tmp_path, prepared_dir):
+  """Both stages under MultiWorkerMirroredStrategy: the workers agree on the selected epoch, end
+  each stage with the same weights, and the chief writes the run's results."""
+  outputs = train_two_workers(
+      tmp_path, prepared_dir, ["--protocol=full", "--epochs=2", "--patience=1",
+                               "--max_steps_per_epoch=10", "--batch_size=64",
+                               "--shard_policy=data", *NO_DROPOUT], stages=2)
+  result = metrics(tmp_path)
+  assert result["protocol"] == "full" and result["replicas"] == 2
+  epochs = result["selection"]["selected_epoch"]
+  assert len(result["epochs"]) == epochs and result["config"]["train"]["train_on_valid"]
+  for output in outputs:
+    assert f"Stage 2 of 2, refit: {epochs} epoch(s)" in output
+  assert os.path.isfile(tmp_path / "selection" / "metrics.json")
+  assert (tmp_path / "refit" / "metrics.json").is_file()
 
 
 # The default uniform draw, over 3 steps only (see above): every worker process draws the same
