@@ -124,7 +124,7 @@ class AttenMixer(readouts.Readout):
       # is applied once per head instead of once per position.
       kernel, bias = self._folded_heads(self.value_projection, states.dtype)
       pooled_states = tf.einsum("bht,bte->bhe", weights, states)  # [batch, heads, dim]
-      summary = (tf.einsum("bhe,ehd->bhd", pooled_states, kernel) +
+      summary = (_fold_values(pooled_states, kernel) +
                  tf.reduce_sum(weights, axis=-1)[..., None] * bias)
     else:
       values = tf.reshape(self.value_projection(states),
@@ -174,10 +174,12 @@ class AttenMixer(readouts.Readout):
 
   def _folded_heads(self, projection: tf.keras.layers.Dense,
                     dtype: tf.DType) -> Tuple[tf.Tensor, tf.Tensor]:
-    """A dense map's kernel [dim, heads, dim / heads] and bias [heads, dim / heads] per head."""
+    """A dense map's kernel per head [heads, dim / heads, dim] (head h's output unit d reads
+    input unit e at [h, d, e]) and bias [heads, dim / heads]."""
     dim = projection.kernel.shape[0]
     kernel = tf.reshape(tf.cast(projection.kernel, dtype), [dim, self.options.num_heads, -1])
-    return kernel, tf.reshape(tf.cast(projection.bias, dtype), [self.options.num_heads, -1])
+    return (tf.transpose(kernel, [1, 2, 0]),
+            tf.reshape(tf.cast(projection.bias, dtype), [self.options.num_heads, -1]))
 
   def _map_dtype(self) -> tf.DType:
     dtype = tf.as_dtype(self.compute_dtype)
@@ -191,7 +193,7 @@ class AttenMixer(readouts.Readout):
       # q . (h_t W_h^K + b_h^K) = (W_h^K q) . h_t + q . b_h^K: the key map is applied to the L
       # queries instead of every position (the same logits up to rounding).
       kernel, bias = self._folded_heads(self.key_projection, states.dtype)
-      folded = tf.einsum("bhld,ehd->bhle", q, kernel)  # [batch, heads, L, dim]
+      folded = _fold_queries(q, kernel)  # [batch, heads, L, dim]
       logits = (tf.einsum("bhle,bte->bhlt", folded, states) +
                 tf.einsum("bhld,hd->bhl", q, bias)[..., None])
       logits = tf.cast(logits, self._map_dtype())
@@ -228,3 +230,28 @@ class AttenMixer(readouts.Readout):
 
   def get_config(self) -> Dict[str, Any]:
     return {**super().get_config(), **self.options.layer_arguments()}
+
+
+# The two folded head maps, with their gradients written out. Autodiff of the einsums would
+# compute each kernel gradient with the upstream gradient as the left operand of the product,
+# which makes XLA transpose that [batch, heads, L, dim] tensor so that (batch, L) come last, a
+# strided copy slower than the product itself; with the other operand on the left, the
+# transposes are of the small tensors, or keep `dim` contiguous.
+
+
+@tf.custom_gradient
+def _fold_queries(q: tf.Tensor, kernel: tf.Tensor):
+  """q [batch, heads, L, d], kernel [heads, d, dim] -> [batch, heads, L, dim]."""
+  def grad(upstream):
+    return (tf.einsum("bhle,hde->bhld", upstream, kernel),
+            tf.einsum("bhld,bhle->hde", q, upstream))
+  return tf.einsum("bhld,hde->bhle", q, kernel), grad
+
+
+@tf.custom_gradient
+def _fold_values(pooled: tf.Tensor, kernel: tf.Tensor):
+  """pooled [batch, heads, dim], kernel [heads, d, dim] -> [batch, heads, d]."""
+  def grad(upstream):
+    return (tf.einsum("bhd,hde->bhe", upstream, kernel),
+            tf.einsum("bhd,bhe->hde", upstream, pooled))
+  return tf.einsum("bhe,hde->bhd", pooled, kernel), grad
