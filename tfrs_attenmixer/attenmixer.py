@@ -239,19 +239,22 @@ class AttenMixer(readouts.Readout):
 # transposes are of the small tensors, or keep `dim` contiguous.
 
 
-@tf.custom_gradient
-def _fold_queries(q: tf.Tensor, kernel: tf.Tensor):
-  """q [batch, heads, L, d], kernel [heads, d, dim] -> [batch, heads, L, dim]."""
-  def grad(upstream):
-    return (tf.einsum("bhle,hde->bhld", upstream, kernel),
-            tf.einsum("bhld,bhle->hde", q, upstream))
-  return tf.einsum("bhld,hde->bhle", q, kernel), grad
+def _head_map(x_subscripts: str, output_subscripts: str):
+  """The product of x with a per-head kernel [heads, d, dim] (`h`, `d`, `e` in the subscripts),
+  whose kernel gradient puts the operand holding `d` on the left."""
+  d_first = "d" in x_subscripts
+
+  @tf.custom_gradient
+  def head_map(x: tf.Tensor, kernel: tf.Tensor):
+    def grad(upstream):
+      pairs = [(x_subscripts, x), (output_subscripts, upstream)]
+      (left, a), (right, b) = pairs if d_first else pairs[::-1]
+      return (tf.einsum(f"{output_subscripts},hde->{x_subscripts}", upstream, kernel),
+              tf.einsum(f"{left},{right}->hde", a, b))
+    return tf.einsum(f"{x_subscripts},hde->{output_subscripts}", x, kernel), grad
+  return head_map
 
 
-@tf.custom_gradient
-def _fold_values(pooled: tf.Tensor, kernel: tf.Tensor):
-  """pooled [batch, heads, dim], kernel [heads, d, dim] -> [batch, heads, d]."""
-  def grad(upstream):
-    return (tf.einsum("bhd,hde->bhe", upstream, kernel),
-            tf.einsum("bhd,bhe->hde", upstream, pooled))
-  return tf.einsum("bhe,hde->bhd", pooled, kernel), grad
+# q [batch, heads, L, d] -> [batch, heads, L, dim]; pooled [batch, heads, dim] -> [batch, heads, d].
+_fold_queries = _head_map("bhld", "bhle")
+_fold_values = _head_map("bhe", "bhd")
