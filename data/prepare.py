@@ -20,55 +20,27 @@ from absl import flags
 from absl import logging
 
 from data import registry
-from data.atomic import atomic_directory, atomic_output
+from data.atomic import atomic_directory
 from data.errors import DataFormatError, DatasetNotFoundError
 from data.prepare_config import PrepareConfig
-from data.prepared import FORMAT_VERSION, MANIFEST_FILE, STATS_FILE, PreparedDataError, PreparedDataset
-from data.vocabulary import VOCABULARY_FILE, Vocabulary
+from data.prepared import PreparedDataError, PreparedDataset
+from data.prepared_output import SplitCounts, num_validation, stats_from_counts, write_folder_files
+from data.vocabulary import Vocabulary
 from tfrs_attenmixer import console
-
-
-def _split_stats(sessions: Sequence[Sequence[int]], min_prefix_length: int) -> Dict:
-  clicks = sum(len(s) for s in sessions)
-  return {
-      "sessions": len(sessions),
-      "examples": sum(max(len(s) - min_prefix_length, 0) for s in sessions),
-      "clicks": clicks,
-      "average_length": round(clicks / max(len(sessions), 1), 4),
-  }
 
 
 def compute_stats(train: Sequence[Sequence[int]], valid: Sequence[Sequence[int]],
                   test: Sequence[Sequence[int]], vocabulary: Vocabulary,
                   min_prefix_length: int) -> Dict:
   """Counts per split, and the paper's Table 1 figures over the published train + test sets."""
-  published_train = list(train) + list(valid)
-  items_in_train = len({item for session in published_train for item in session})
-  table1 = _split_stats(published_train + list(test), min_prefix_length)
-  return {
-      "table1": {
-          "clicks": table1["clicks"],
-          "examples": table1["examples"],
-          "items": items_in_train,
-          "average_length": round(table1["average_length"], 2),
-      },
-      "num_items": vocabulary.size,
-      "items_in_train": items_in_train,
-      "test_items_not_in_train": vocabulary.size - items_in_train,
-      "splits": {
-          "published_train": _split_stats(published_train, min_prefix_length),
-          "train": _split_stats(train, min_prefix_length),
-          "valid": _split_stats(valid, min_prefix_length),
-          "test": _split_stats(test, min_prefix_length),
-      },
-  }
+  counts = [SplitCounts(min_prefix_length).add(map(len, split)) for split in (train, valid, test)]
+  items_in_train = len({item for split in (train, valid) for session in split for item in session})
+  return stats_from_counts(*counts, vocabulary.size, items_in_train)
 
 
 def split_validation(train: List, fraction: float):
   """The most recent `fraction` of the (time-ordered) training sessions become validation."""
-  num_valid = max(1, int(round(fraction * len(train))))
-  if num_valid >= len(train):
-    raise ValueError(f"{len(train)} training sessions are too few to carve a validation split")
+  num_valid = num_validation(len(train), fraction)
   return train[:-num_valid], train[-num_valid:]
 
 
@@ -122,23 +94,8 @@ def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = No
                                   config.num_shards if split == "train" else min(2, config.num_shards),
                                   spec.min_prefix_length)
               for split, sessions in (("train", train), ("valid", valid), ("test", test))}
-    vocabulary.save(os.path.join(temporary, VOCABULARY_FILE))
-    _write_json(os.path.join(temporary, STATS_FILE), stats)
-    _write_json(os.path.join(temporary, MANIFEST_FILE), {
-        "format_version": FORMAT_VERSION,
-        "dataset": spec.name,
-        "num_items": vocabulary.size,
-        "min_prefix_length": spec.min_prefix_length,
-        "config": dataclasses.asdict(config),
-        "splits": shards,
-    })
+    write_folder_files(temporary, config, spec, vocabulary, stats, shards)
   return PreparedDataset.load(directory)
-
-
-def _write_json(path: str, content: Dict) -> None:
-  with atomic_output(path) as temporary:
-    with open(temporary, "w") as out:
-      json.dump(content, out, indent=1)
 
 
 def format_stats(stats: Dict) -> str:
