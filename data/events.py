@@ -51,8 +51,8 @@ from data.vocabulary import Vocabulary
 
 # Peak bytes per event while a partition (stage 2) or a time bucket (stage 5) is processed:
 # its columns, their sorted copies and the sort's index.
-PARTITION_BYTES_PER_EVENT = 160
-BUCKET_BYTES_PER_EVENT = 64
+PARTITION_BYTES_PER_EVENT = 192
+BUCKET_BYTES_PER_EVENT = 96
 SAMPLE_PER_PARTITION = 4096  # session times per partition that place the bucket boundaries
 _NO_ROW = np.iinfo(np.int64).max
 
@@ -117,6 +117,21 @@ def _positions(sorted_ids: np.ndarray) -> np.ndarray:
   starts = np.flatnonzero(_groups(sorted_ids))
   return np.arange(len(sorted_ids)) - np.repeat(starts, np.diff(np.append(starts,
                                                                           len(sorted_ids))))
+
+
+def _lists(lengths: np.ndarray, items: np.ndarray, block: int = 1 << 16) -> Iterator[List[int]]:
+  """The sessions of `lengths` `[sessions]` over the concatenated `items` `[events]`, as lists,
+  converted a block of sessions at a time (a whole bucket as Python ints would not fit the
+  budget)."""
+  ends = np.cumsum(lengths)
+  for first in range(0, len(lengths), block):
+    last = min(first + block, len(lengths))
+    start = int(ends[first - 1]) if first else 0
+    values = items[start:int(ends[last - 1])].tolist()
+    begin = 0
+    for end in (ends[first:last] - start).tolist():
+      yield values[begin:end]
+      begin = end
 
 
 class _Partitions:
@@ -433,9 +448,9 @@ class _Importer:
   # 5. split and write ----------------------------------------------------------------------------
 
   def _sorted(self, store: _Store, bucket: int) -> Dict[str, np.ndarray]:
-    """One bucket's sessions sorted by (time, id's first row, start) and their events."""
-    time_, key_row, seq, length, item, event_time = store.read(
-        bucket, "time", "key_row", "seq", "length", "item", "event_time")
+    """One bucket's sessions sorted by (time, id's first row, start) and their items."""
+    time_, key_row, seq, length, item = store.read(bucket, "time", "key_row", "seq", "length",
+                                                   "item")
     order = np.lexsort((seq, key_row, time_))
     length = length.astype(np.int64)
     offsets = np.cumsum(length) - length
@@ -443,7 +458,7 @@ class _Importer:
     events = np.repeat(offsets[order] - (np.cumsum(sorted_length) - sorted_length),
                        sorted_length) + np.arange(sorted_length.sum())
     return {"time": time_[order], "key_row": key_row[order], "seq": seq[order],
-            "length": sorted_length, "item": item[events], "event_time": event_time[events]}
+            "length": sorted_length, "item": item[events]}
 
   def split(self) -> None:
     """The test split's rule (`_side`), the training counts and the items seen in training."""
@@ -472,7 +487,7 @@ class _Importer:
           bucket, "time", "key_row", "seq", "length", "item")
       side = self._side(bucket, time_, key_row, seq)
       self.in_train[item[np.repeat(side == 0, length)]] = True
-      train.add(length[side == 0].tolist())
+      train.add(length[side == 0])
       num_test += int((side == 1).sum())
       dropped += int((side < 0).sum())
     if dropped:
@@ -527,7 +542,7 @@ class _Importer:
         kept_session = session[events]
         ends = np.append(np.flatnonzero(_groups(kept_session))[1:], len(kept_session)) - 1
         new_time = np.floor_divide(event_time[events][ends], self.unit_ms)
-      self.test.add(new_length[keep].tolist())
+      self.test.add(new_length[keep])
       self.in_test[item[events]] = True
       self._to_buckets(self.test_buckets, {
           "time": new_time, "key_row": key_row[is_test][keep], "seq": seq[is_test][keep],
@@ -542,8 +557,9 @@ class _Importer:
                           f"session with {self.config.min_session_length} or more events of "
                           "items seen in training")
 
-  def _train_sessions(self) -> Iterator[List[int]]:
-    """The training sessions, oldest first, as item-code lists (after the examples divisor)."""
+  def _train_sessions(self, lookup: Optional[np.ndarray] = None) -> Iterator[List[int]]:
+    """The training sessions, oldest first, as lists of item codes (or of `lookup[code]`),
+    after the examples divisor."""
     divisor = self.config.train_examples_divisor
     kept_examples = self.train.examples // divisor
     if divisor > 1 and not kept_examples:
@@ -553,20 +569,17 @@ class _Importer:
     seen = 0
     for bucket in range(len(self.bucket_sessions)):
       sessions = self._sorted(self.buckets, bucket)
-      side = self._side(bucket, sessions["time"], sessions["key_row"], sessions["seq"])
-      items = sessions["item"].tolist()
-      end = 0
-      for length, is_train in zip(sessions["length"].tolist(), (side == 0).tolist()):
-        start, end = end, end + length
-        if not is_train:
-          continue
-        examples = max(length - self.min_prefix_length, 0)
+      is_train = self._side(bucket, sessions["time"], sessions["key_row"], sessions["seq"]) == 0
+      items = sessions["item"][np.repeat(is_train, sessions["length"])]
+      for session in _lists(sessions["length"][is_train],
+                            items if lookup is None else lookup[items]):
+        examples = max(len(session) - self.min_prefix_length, 0)
         seen += examples
         if seen <= drop:  # older than the kept examples
           continue
         if seen - examples <= drop:  # the cut: its newest prefixes are not kept
-          length = seen - drop + self.min_prefix_length
-        yield items[start:start + length]
+          session = session[:seen - drop + self.min_prefix_length]
+        yield session
 
   def vocabulary(self) -> Vocabulary:
     """Items of the kept training sessions, then items only in test (SR-GNN's Yoochoose)."""
@@ -575,7 +588,7 @@ class _Importer:
     if self.config.train_examples_divisor > 1:
       for session in self._train_sessions():
         kept[session] = True
-        self.kept_train.add([len(session)])
+        self.kept_train.add_one(len(session))
     else:
       kept, self.kept_train = self.in_train, self.train
     test_only = self.in_test & ~kept
@@ -608,20 +621,16 @@ class _Importer:
     counts = {split: SplitCounts(self.min_prefix_length) for split in writers}
     progress = _progress(num_train_sessions + self.test.sessions, "sessions", "writing")
     try:
-      for position, session in enumerate(self._train_sessions()):
+      for position, session in enumerate(self._train_sessions(lookup)):
         split = "train" if position < num_train_sessions - num_valid else "valid"
-        encoded = lookup[session].tolist()
-        writers[split].write(encoded)
-        counts[split].add([len(encoded)])
+        writers[split].write(session)
+        counts[split].add_one(len(session))
         progress.update(1)
       for bucket in range(len(self.test_bucket_sessions)):
         sessions = self._sorted(self.test_buckets, bucket)
-        items = lookup[sessions["item"]].tolist()
-        end = 0
-        for length in sessions["length"].tolist():
-          start, end = end, end + length
-          writers["test"].write(items[start:end])
-          counts["test"].add([length])
+        for session in _lists(sessions["length"], lookup[sessions["item"]]):
+          writers["test"].write(session)
+          counts["test"].add_one(len(session))
         progress.update(len(sessions["length"]))
       return {split: writer.close() for split, writer in writers.items()}, counts
     except BaseException:

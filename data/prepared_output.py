@@ -8,6 +8,8 @@ import json
 import os
 from typing import Dict, Iterable, List
 
+import numpy as np
+
 from data.atomic import atomic_output
 from data.prepare_config import PrepareConfig
 from data.prepared import FORMAT_VERSION, MANIFEST_FILE, STATS_FILE
@@ -24,11 +26,18 @@ class SplitCounts:
   examples: int = 0
 
   def add(self, lengths: Iterable[int]) -> "SplitCounts":
-    for length in lengths:
-      self.sessions += 1
-      self.clicks += length
-      self.examples += max(length - self.min_prefix_length, 0)
+    """Counts sessions of these lengths (a sequence, or an int array `[sessions]`)."""
+    lengths = np.asarray(lengths if isinstance(lengths, np.ndarray) else list(lengths), np.int64)
+    self.sessions += len(lengths)
+    self.clicks += int(lengths.sum())
+    self.examples += int(np.maximum(lengths - self.min_prefix_length, 0).sum())
     return self
+
+  def add_one(self, length: int) -> None:
+    """Counts one session of `length` items."""
+    self.sessions += 1
+    self.clicks += length
+    self.examples += max(length - self.min_prefix_length, 0)
 
   def __add__(self, other: "SplitCounts") -> "SplitCounts":
     return SplitCounts(self.min_prefix_length, self.sessions + other.sessions,

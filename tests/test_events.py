@@ -17,7 +17,7 @@ import pytest
 import test_raw_preprocessing as raw
 from benchmarks import event_log
 from conftest import run_module
-from data import events, protocols
+from data import events, protocols, registry
 from data.errors import EventLogError
 from data.events_config import EventsConfig, ImportResources, from_preset
 from data.prepare import PrepareConfig, prepare
@@ -313,6 +313,16 @@ def test_presets_give_the_protocols_sessions(tmp_path, monkeypatch, preset, seed
   dataset = prepare(config, str(tmp_path / "out"))
   assert len(expected.test) > 5
   assert_same_sessions(dataset, expected)
+
+
+GOWALLA_RAW = os.path.join(registry.DEFAULT_RAW_DIR, "loc-gowalla_totalCheckins.txt.gz")
+
+
+@pytest.mark.skipif(not os.path.isfile(GOWALLA_RAW), reason=f"needs SNAP's raw file {GOWALLA_RAW}")
+def test_the_gowalla_preset_gives_table_1_from_the_raw_file(tmp_path):
+  config = PrepareConfig("gowalla", events=from_preset("gowalla", GOWALLA_RAW))
+  table1 = prepare(config, str(tmp_path / "out")).stats()["table1"]
+  assert table1 == {"clicks": 1122788, "examples": 830893, "items": 29510, "average_length": 3.85}
 
 
 # ------------------------------------------------------------------------------------------------
