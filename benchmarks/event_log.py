@@ -13,10 +13,11 @@ Zipf-like popularity over `--users`; sessions start uniformly over `--days`. Wit
 `--string_ids` the ids are strings (`s` + 12 hex digits, `u000123`, `SKU-0012345`), otherwise
 integers. Times are ISO 8601 UTC (`2021-03-04T05:06:07Z`) or integer seconds since 1970.
 
-The output is gzip-compressed when its name ends in `.gz` (CSV and TSV); Parquet files use
-Parquet's own compression (snappy). Memory stays at one block whatever `--events` is.
+The output is gzip-compressed (level 1) when its name ends in `.gz` (CSV and TSV); Parquet files
+use Parquet's own compression (snappy). Memory stays at one block whatever `--events` is.
 """
 
+import gzip
 import os
 from typing import Iterator
 
@@ -117,14 +118,14 @@ def write_log(path: str, num_events: int, file_format: str = "csv", **options) -
       for block in _chain(first, blocks):
         writer.write_table(block)
     return os.path.getsize(path)
-  sink = pa.OSFile(path, "wb")
-  stream = pa.CompressedOutputStream(sink, "gzip") if path.endswith(".gz") else sink
   options = pa_csv.WriteOptions(delimiter="\t" if file_format == "tsv" else ",",
                                 quoting_style="none", quoting_header="none")
-  with pa_csv.CSVWriter(stream, first.schema, write_options=options) as writer:
-    for block in _chain(first, blocks):
-      writer.write_table(block)
-  stream.close()
+  # gzip level 1: several times faster to write than the default, as readable.
+  with (gzip.open(path, "wb", compresslevel=1) if path.endswith(".gz") else
+        open(path, "wb")) as stream:
+    with pa_csv.CSVWriter(stream, first.schema, write_options=options) as writer:
+      for block in _chain(first, blocks):
+        writer.write_table(block)
   return os.path.getsize(path)
 
 

@@ -23,7 +23,8 @@ from data.atomic import atomic_output
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, "
                   "train_step_diginetica, threads, "
-                  "encoder_cost, evaluation, epoch, epoch_runs, index_scale, serving, soak).")
+                  "encoder_cost, evaluation, epoch, epoch_runs, events_import, index_scale, "
+                  "serving, soak).")
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
 flags.DEFINE_string("run_dir", "runs/gowalla-attenmixer", "A trained Gowalla run folder (that of "
                     "`make train`, or runs/gowalla-attenmixer-full of benchmarks.full_run) for "
@@ -36,9 +37,9 @@ EPOCH_ROWS = ("gowalla-attenmixer", "gowalla-attenmixer-table_dropout0.0",
 
 
 def benchmarks(run_dir: str):
-  """name -> module arguments. Each records entry `name` in results/benchmarks.json, except
-  `epoch_runs` (results/reproduction/options.md) and `index_scale` (results/serving_index_recall.md),
-  whose tables BENCHMARKS.md links to."""
+  """name -> module arguments. Each records entry `name` in results/benchmarks.json (and
+  `events_import` also `events_readers`), except `epoch_runs` (results/reproduction/options.md)
+  and `index_scale` (results/serving_index_recall.md), whose tables BENCHMARKS.md links to."""
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
       "train_step": ["benchmarks.train_step", "--dataset=gowalla",
@@ -67,6 +68,9 @@ def benchmarks(run_dir: str):
       # are kept (remove runs/reproduction/short/<row> to measure one again); ~1 h on 2 cores.
       "epoch_runs": ["benchmarks.reproduce", "--table=options", "--protocol=short",
                      f"--rows={','.join(EPOCH_ROWS)}"],
+      # The event-log importer on a generated 50-million-event CSV (gzip) log, and the chunked
+      # CSV readers it was chosen between (~15 min on 2 cores; 2.5 GB in --work_dir).
+      "events_import": ["benchmarks.events_import", "--events=50000000"],
       # These three need a trained Gowalla run (--run_dir).
       "index_scale": ["benchmarks.index_scale", f"--run_dir={run_dir}"],
       "serving": ["benchmarks.serving", f"--run_dir={run_dir}"],
