@@ -14,7 +14,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-import test_raw_preprocessing as raw
+import raw_files as raw
 from benchmarks import event_log
 from conftest import run_module
 from data import events, protocols, registry
