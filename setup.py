@@ -18,6 +18,7 @@ setuptools.setup(
         "absl-py",
         "numpy",
         "tqdm",
+        "pyarrow>=16",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "matplotlib"],

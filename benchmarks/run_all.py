@@ -23,7 +23,8 @@ from data.atomic import atomic_output
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, "
                   "train_step_diginetica, threads, "
-                  "encoder_cost, evaluation, epoch, epoch_runs, index_scale, serving, soak).")
+                  "encoder_cost, evaluation, epoch, epoch_runs, events_import, index_scale, "
+                  "serving, soak).")
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
 flags.DEFINE_string("run_dir", "runs/gowalla-attenmixer", "A trained Gowalla run folder (that of "
                     "`make train`, or runs/gowalla-attenmixer-full of benchmarks.full_run) for "
@@ -36,9 +37,9 @@ EPOCH_ROWS = ("gowalla-attenmixer", "gowalla-attenmixer-table_dropout0.0",
 
 
 def benchmarks(run_dir: str):
-  """name -> module arguments. Each records entry `name` in results/benchmarks.json, except
-  `epoch_runs` (results/reproduction/options.md) and `index_scale` (results/serving_index_recall.md),
-  whose tables BENCHMARKS.md links to."""
+  """name -> module arguments. Each records entry `name` in results/benchmarks.json (and
+  `events_import` also `events_readers`), except `epoch_runs` (results/reproduction/options.md)
+  and `index_scale` (results/serving_index_recall.md), whose tables BENCHMARKS.md links to."""
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
       "train_step": ["benchmarks.train_step", "--dataset=gowalla",
@@ -67,6 +68,9 @@ def benchmarks(run_dir: str):
       # are kept (remove runs/reproduction/short/<row> to measure one again); ~1 h on 2 cores.
       "epoch_runs": ["benchmarks.reproduce", "--table=options", "--protocol=short",
                      f"--rows={','.join(EPOCH_ROWS)}"],
+      # The event-log importer on a generated 50-million-event CSV (gzip) log, and the chunked
+      # CSV readers it was chosen between (~15 min on 2 cores; 2.5 GB in --work_dir).
+      "events_import": ["benchmarks.events_import", "--events=50000000"],
       # These three need a trained Gowalla run (--run_dir).
       "index_scale": ["benchmarks.index_scale", f"--run_dir={run_dir}"],
       "serving": ["benchmarks.serving", f"--run_dir={run_dir}"],
@@ -450,6 +454,38 @@ def throughput(rows) -> list:
   return lines
 
 
+def events_import_notes(everything) -> list:
+  """Lines under the `events_import` table: the largest import against the smallest (the
+  process before any data), the budget, the machine's load, and the readers' comparison."""
+  rows = sorted(_results(everything, "events_import"), key=lambda r: r["events"])
+  if len(rows) < 2:
+    return []
+  small, large = rows[0], rows[-1]
+  cores = everything["events_import"]["environment"]["threads"]
+  lines = [f"The importer took {large['seconds']:,.0f} s for {large['events']:,} events "
+           f"({large['events_per_second']:,.0f} events/s; writing the "
+           f"{large['sessions_written']:,} sessions' shards {large['write_seconds']:,.0f} s of "
+           f"it) with a peak of {large['peak_rss_mb']:,.0f} MB; the same command on "
+           f"{small['events']:,} events peaks at {small['peak_rss_mb']:,.0f} MB (the process "
+           "before any data: TensorFlow, which writes the shards, and the libraries), so the "
+           f"data took {large['peak_rss_mb'] - small['peak_rss_mb']:,.0f} MB of the default "
+           "`--events_memory_mb=1024`. The load average was "
+           f"{large['load_average_before']:.1f}-{large['load_average_after']:.1f} on {cores} "
+           "cores" + (": other processes shared the machine, so the times are upper bounds."
+                      if max(large["load_average_before"], large["load_average_after"]) >= cores
+                      else ".")]
+  readers = {r["library"]: r for r in _results(everything, "events_readers")}
+  if {"pyarrow", "pandas"} <= set(readers):
+    fast, slow = readers["pyarrow"], readers["pandas"]
+    lines += ["", f"Reading {fast['rows']:,} CSV rows in chunks (ids as int64, ISO times as "
+              f"milliseconds): pyarrow {fast['seconds']:.1f} s ({fast['peak_rss_mb']:,.0f} MB, "
+              f"its read-ahead included), pandas {slow['seconds']:.1f} s "
+              f"({slow['peak_rss_mb']:,.0f} MB): pyarrow is "
+              f"{slow['seconds'] / fast['seconds']:.1f}x faster, and the importer reads with it "
+              "(pandas is not a dependency)."]
+  return lines
+
+
 def render(everything) -> str:
   lines = ["# Benchmarks", "",
            "Written by `make bench` (`python -m benchmarks.run_all`) from `benchmarks.json`. "
@@ -477,6 +513,8 @@ def render(everything) -> str:
     comparisons = effects(rows)
     if comparisons:
       lines += ["Same process, as ratios to the default:", "", *comparisons, ""]
+    if name == "events_import":
+      lines += [*events_import_notes(everything), ""]
     parts = breakdown(rows)
     if parts:
       lines += ["Where the default step's time beyond the floor goes (each part timed alone, "

@@ -1,9 +1,10 @@
 """The errors of the data sources: malformed input data, a dataset with no source at all, and a
 failed download.
 
-`DataFormatError` always names the file and, where known, the line; `DatasetNotFoundError` says
-what to provide (which file, from where, into which folder); `DownloadError` names the address,
-the destination and what went wrong.
+`DataFormatError` always names the file and, where known, the line; `EventLogError` (an event-log
+import) names the file and, where known, the column and the row, or the filter that left nothing;
+`DatasetNotFoundError` says what to provide (which file, from where, into which folder);
+`DownloadError` names the address, the destination and what went wrong.
 """
 
 from typing import Optional
@@ -27,6 +28,40 @@ class DataFormatError(ValueError):
 
   def __reduce__(self):
     return type(self), (self.path, self.line, self.reason)
+
+
+class EventLogError(DataFormatError):
+  """Bad input to the event-log importer (`data.events`), or options it cannot apply to the log.
+
+  The message reads `FILE: row R (line L), column 'C': reason`, each part where known.
+
+  Attributes:
+    path: the event log.
+    line: the 1-based line of a CSV/TSV file (the header is line 1), or None.
+    reason: what is wrong, in words (for an empty result: the filter or split that emptied it).
+    column: the column at fault, or None.
+    row: the 1-based data row (the header not counted), or None.
+  """
+
+  def __init__(self, path: str, reason: str, column: Optional[str] = None,
+               row: Optional[int] = None, line: Optional[int] = None):
+    super().__init__(path, line, reason)
+    self.column = column
+    self.row = row
+    where = []
+    if row is not None:
+      where.append(f"row {row:,}" + (f" (line {line:,})" if line is not None else ""))
+    elif line is not None:
+      where.append(f"line {line:,}")
+    if column is not None:
+      where.append(f"column {column!r}")
+    self.args = (f"{path}: " + (", ".join(where) + ": " if where else "") + reason,)
+
+  def __str__(self):
+    return self.args[0]
+
+  def __reduce__(self):
+    return type(self), (self.path, self.reason, self.column, self.row, self.line)
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -1,12 +1,19 @@
 """Prepares a dataset for training: sessions -> vocabulary -> train/valid/test TFRecord shards.
 
     python -m data.prepare --dataset=gowalla [--data_dir=...] [--output_dir=prepared]
+    python -m data.prepare --dataset=NAME --events=FILE [--events_preset=...] [import options]
 
 Reads the dataset from its preprocessed files, its raw file or the synthetic generator (see
-`data.registry`), carves the validation split from the most recent training sessions, writes the
-shards, `vocab.txt`, `stats.json` and `manifest.json` into a temporary folder and renames it to
+`data.registry`), or imports it from an event log (`--events`, `data.events`), carves the
+validation split from the most recent training sessions, writes the shards, `vocab.txt`,
+`stats.json` and `manifest.json` into a temporary folder and renames it to
 `<output_dir>/<dataset>` when everything is written. A folder prepared earlier with the same
-configuration is reused as it is.
+configuration is reused as it is (a command naming no event log, as the trainer's, reuses a
+folder imported from one).
+
+Exit codes: 0 done, 1 bad input or options of the other sources, 2 bad input or options of an
+event-log import (`EventLogError` names the file, column and row, or the filter that left
+nothing).
 """
 
 import dataclasses
@@ -20,55 +27,31 @@ from absl import flags
 from absl import logging
 
 from data import registry
-from data.atomic import atomic_directory, atomic_output
-from data.errors import DataFormatError, DatasetNotFoundError
+from data.atomic import atomic_directory
+from data.errors import DataFormatError, DatasetNotFoundError, EventLogError
+from data.events_config import ImportResources
 from data.prepare_config import PrepareConfig
-from data.prepared import FORMAT_VERSION, MANIFEST_FILE, STATS_FILE, PreparedDataError, PreparedDataset
-from data.vocabulary import VOCABULARY_FILE, Vocabulary
+from data.prepared import PreparedDataError, PreparedDataset
+from data.prepared_output import SplitCounts, num_validation, stats_from_counts, write_folder_files
+from data.vocabulary import Vocabulary
 from tfrs_attenmixer import console
 
-
-def _split_stats(sessions: Sequence[Sequence[int]], min_prefix_length: int) -> Dict:
-  clicks = sum(len(s) for s in sessions)
-  return {
-      "sessions": len(sessions),
-      "examples": sum(max(len(s) - min_prefix_length, 0) for s in sessions),
-      "clicks": clicks,
-      "average_length": round(clicks / max(len(sessions), 1), 4),
-  }
+EXIT_ERROR = 1
+EXIT_EVENTS_ERROR = 2
 
 
 def compute_stats(train: Sequence[Sequence[int]], valid: Sequence[Sequence[int]],
                   test: Sequence[Sequence[int]], vocabulary: Vocabulary,
                   min_prefix_length: int) -> Dict:
   """Counts per split, and the paper's Table 1 figures over the published train + test sets."""
-  published_train = list(train) + list(valid)
-  items_in_train = len({item for session in published_train for item in session})
-  table1 = _split_stats(published_train + list(test), min_prefix_length)
-  return {
-      "table1": {
-          "clicks": table1["clicks"],
-          "examples": table1["examples"],
-          "items": items_in_train,
-          "average_length": round(table1["average_length"], 2),
-      },
-      "num_items": vocabulary.size,
-      "items_in_train": items_in_train,
-      "test_items_not_in_train": vocabulary.size - items_in_train,
-      "splits": {
-          "published_train": _split_stats(published_train, min_prefix_length),
-          "train": _split_stats(train, min_prefix_length),
-          "valid": _split_stats(valid, min_prefix_length),
-          "test": _split_stats(test, min_prefix_length),
-      },
-  }
+  counts = [SplitCounts(min_prefix_length).add(map(len, split)) for split in (train, valid, test)]
+  items_in_train = len({item for split in (train, valid) for session in split for item in session})
+  return stats_from_counts(*counts, vocabulary.size, items_in_train)
 
 
 def split_validation(train: List, fraction: float):
   """The most recent `fraction` of the (time-ordered) training sessions become validation."""
-  num_valid = max(1, int(round(fraction * len(train))))
-  if num_valid >= len(train):
-    raise ValueError(f"{len(train)} training sessions are too few to carve a validation split")
+  num_valid = num_validation(len(train), fraction)
   return train[:-num_valid], train[-num_valid:]
 
 
@@ -83,6 +66,9 @@ def _reusable(directory: str, config: PrepareConfig) -> Optional[PreparedDataset
   dataset = PreparedDataset.load(directory)
   wanted = json.loads(json.dumps(dataclasses.asdict(config)))
   found = dataset.manifest.get("config", {})
+  if config.events is None and found.get("events"):
+    logging.info("%s was imported from the event log %s", directory, found["events"]["path"])
+    del wanted["events"]  # a command naming no source takes the imported sessions
   differences = [f"{key}: {found.get(key)!r} there, {wanted[key]!r} asked"
                  for key in wanted if found.get(key) != wanted[key]]
   if differences:
@@ -94,8 +80,20 @@ def _reusable(directory: str, config: PrepareConfig) -> Optional[PreparedDataset
 
 def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = None,
             raw_dir: Optional[str] = None, allow_download: bool = True,
-            overwrite: bool = False) -> PreparedDataset:
-  """Prepares `config.dataset` into `<output_dir>/<dataset>` and returns it (see module doc)."""
+            overwrite: bool = False,
+            resources: Optional[ImportResources] = None) -> PreparedDataset:
+  """Prepares `config.dataset` into `<output_dir>/<dataset>` and returns it (see module doc).
+
+  Args:
+    resources: how an event-log import (`config.events`) runs (chunk size, memory budget,
+      temporary folder); None for the defaults.
+
+  Raises:
+    DataFormatError: bad input (`EventLogError` for an event log).
+    DatasetNotFoundError: no source of the dataset.
+    ValueError: options that contradict each other.
+    PreparedDataError: the folder holds another configuration (and `overwrite` is False).
+  """
   spec = registry.get_spec(config.dataset)
   directory = os.path.join(output_dir, spec.name)
   if not overwrite:
@@ -103,6 +101,10 @@ def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = No
     if existing:
       logging.info("Reusing the prepared dataset in %s", directory)
       return existing
+  if config.events is not None:
+    from data import events  # pylint: disable=g-import-not-at-top  (imports pyarrow)
+    events.import_events(config, spec, directory, resources or ImportResources())
+    return PreparedDataset.load(directory)
 
   train, test, source = registry.load_sessions(spec, data_dir=data_dir, raw_dir=raw_dir,
                                                allow_download=allow_download,
@@ -122,23 +124,8 @@ def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = No
                                   config.num_shards if split == "train" else min(2, config.num_shards),
                                   spec.min_prefix_length)
               for split, sessions in (("train", train), ("valid", valid), ("test", test))}
-    vocabulary.save(os.path.join(temporary, VOCABULARY_FILE))
-    _write_json(os.path.join(temporary, STATS_FILE), stats)
-    _write_json(os.path.join(temporary, MANIFEST_FILE), {
-        "format_version": FORMAT_VERSION,
-        "dataset": spec.name,
-        "num_items": vocabulary.size,
-        "min_prefix_length": spec.min_prefix_length,
-        "config": dataclasses.asdict(config),
-        "splits": shards,
-    })
+    write_folder_files(temporary, config, spec, vocabulary, stats, shards)
   return PreparedDataset.load(directory)
-
-
-def _write_json(path: str, content: Dict) -> None:
-  with atomic_output(path) as temporary:
-    with open(temporary, "w") as out:
-      json.dump(content, out, indent=1)
 
 
 def format_stats(stats: Dict) -> str:
@@ -159,16 +146,26 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  """`python -m data.prepare`: prepares the dataset its flags (`data.flags`) ask for."""
+  """`python -m data.prepare`: prepares the dataset its flags (`data.flags`, and
+  `data.events_flags` for an import) ask for."""
   del argv
-  from data import flags as data_flags  # pylint: disable=g-import-not-at-top  (see __main__)
+  # pylint: disable=g-import-not-at-top  (see __main__)
+  from data import events_flags
+  from data import flags as data_flags
+  importing = FLAGS.events is not None or FLAGS.events_preset is not None
   try:
-    dataset = prepare(data_flags.prepare_config_from_flags(), FLAGS.output_dir,
+    if importing and not FLAGS["dataset"].present:
+      raise ValueError("--events: name the dataset it becomes with --dataset=NAME")
+    config = data_flags.prepare_config_from_flags()
+    if importing:
+      config = dataclasses.replace(config, events=events_flags.events_config_from_flags())
+    dataset = prepare(config, FLAGS.output_dir,
                       data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,
-                      allow_download=FLAGS.download, overwrite=FLAGS.overwrite)
+                      allow_download=FLAGS.download, overwrite=FLAGS.overwrite,
+                      resources=events_flags.import_resources_from_flags() if importing else None)
   except (DataFormatError, DatasetNotFoundError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
-    return 1
+    return EXIT_EVENTS_ERROR if importing or isinstance(error, EventLogError) else EXIT_ERROR
   print(format_stats(dataset.stats()))
   print(f"written to {dataset.directory}")
   return 0
@@ -176,6 +173,8 @@ def main(argv):
 
 if __name__ == "__main__":
   # The command defines its flags before they are parsed; importing this module defines none.
-  from data import flags as _  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable=g-import-not-at-top,unused-import
+  from data import events_flags as _events_flags  # noqa: F401
+  from data import flags as _data_flags  # noqa: F401
   console.start_tensorflow()  # before absl's start, which initialises the devices
   app.run(main)

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from data.errors import DatasetNotFoundError
 
 DATA_DIR_ENV = "ATTENMIXER_DATA_DIR"
+DEFAULT_RAW_DIR = os.path.join(os.path.expanduser("~"), ".cache", "tfrs_attenmixer", "raw")
 TRAIN_FILE = "train_sessions.txt.gz"
 TEST_FILE = "test_sessions.txt.gz"
 
@@ -147,8 +148,8 @@ def load_sessions(spec: DatasetSpec,
         f"{TEST_FILE} in <data_dir>/{spec.name}/ and pass --data_dir=<data_dir> or set "
         f"{DATA_DIR_ENV}={'<data_dir>'} (looked in: {data_dir or 'no data_dir given'})")
   from data import download, protocols  # pylint: disable=g-import-not-at-top
-  raw_path = download.locate_or_download(spec.name, raw_dir or os.path.join(
-      os.path.expanduser("~"), ".cache", "tfrs_attenmixer", "raw"), allow_download=allow_download)
+  raw_path = download.locate_or_download(spec.name, raw_dir or DEFAULT_RAW_DIR,
+                                         allow_download=allow_download)
   preprocess: Callable = functools.partial(getattr(protocols, spec.raw_preprocessor),
                                            **dict(spec.raw_kwargs))
   split = preprocess(raw_path)

@@ -42,6 +42,75 @@ def parse_sessions(serialized: tf.Tensor) -> tf.RaggedTensor:
   return tf.cast(parsed[ITEMS_FEATURE], tf.int32)
 
 
+class ShardWriter:
+  """Writes one split's sessions, given one at a time in order, as `write_shards` writes them.
+
+  The number of sessions is known in advance, so shard `k` holds the `k`-th block of
+  `np.array_split`. Each shard is written under a temporary name and renamed when complete;
+  `close()` returns the manifest entries (see `write_shards`).
+
+  Raises:
+    ValueError: more or fewer sessions written than announced (at `close`, or at `write`).
+  """
+
+  def __init__(self, directory: str, split: str, num_sessions: int, num_shards: int,
+               min_prefix_length: int):
+    self.directory, self.split, self.num_sessions = directory, split, num_sessions
+    self.min_prefix_length = min_prefix_length
+    self.num_shards = max(1, min(num_shards, num_sessions))
+    self._sizes = [len(block) for block in np.array_split(np.arange(num_sessions),
+                                                          self.num_shards)]
+    self._entries: List[Dict] = []
+    self._index = 0
+    self._open = None
+
+  def _start_shard(self) -> None:
+    name = f"{self.split}-{len(self._entries):05d}-of-{self.num_shards:05d}.tfrecord"
+    output = atomic_output(f"{self.directory}/{name}")
+    temporary = output.__enter__()  # pylint: disable=unnecessary-dunder-call
+    self._open = {"name": name, "output": output, "writer": tf.io.TFRecordWriter(temporary),
+                  "sessions": 0, "examples": 0}
+
+  def _finish_shard(self) -> None:
+    shard, self._open = self._open, None
+    shard["writer"].close()
+    shard["output"].__exit__(None, None, None)
+    self._entries.append({
+        "file": shard["name"], "sessions": shard["sessions"], "examples": shard["examples"],
+        "sha256": file_sha256(f"{self.directory}/{shard['name']}"),
+    })
+
+  def write(self, items: Sequence[int]) -> None:
+    """Appends one session (item indices)."""
+    if self._index >= self.num_sessions:
+      raise ValueError(f"{self.split}: more than the {self.num_sessions} sessions announced")
+    if self._open is None:
+      self._start_shard()
+    self._open["writer"].write(serialize_session(items, self._index))
+    self._open["sessions"] += 1
+    self._open["examples"] += max(len(items) - self.min_prefix_length, 0)
+    self._index += 1
+    if self._open["sessions"] == self._sizes[len(self._entries)]:
+      self._finish_shard()
+
+  def close(self) -> List[Dict]:
+    """Finishes the last shard; returns one manifest entry per shard."""
+    if self._index != self.num_sessions:
+      raise ValueError(f"{self.split}: {self._index} sessions written, {self.num_sessions} "
+                       "announced")
+    while len(self._entries) < self.num_shards:  # an empty split still has its one shard
+      self._start_shard()
+      self._finish_shard()
+    return self._entries
+
+  def abort(self) -> None:
+    """Removes the shard being written (after an error)."""
+    if self._open is not None:
+      self._open["writer"].close()
+      self._open["output"].__exit__(ValueError, ValueError("aborted"), None)
+      self._open = None
+
+
 def write_shards(sessions: Sequence[Sequence[int]], directory: str, split: str,
                  num_shards: int, min_prefix_length: int) -> List[Dict]:
   """Writes `sessions` as `num_shards` files `{split}-NNNNN-of-NNNNN.tfrecord` in `directory`.
@@ -53,19 +122,7 @@ def write_shards(sessions: Sequence[Sequence[int]], directory: str, split: str,
     One manifest entry per shard: file name, numbers of sessions and of prefix examples (prefixes
     of at least `min_prefix_length` items), sha256 of the file.
   """
-  num_shards = max(1, min(num_shards, len(sessions)))
-  entries = []
-  for shard, indices in enumerate(np.array_split(np.arange(len(sessions)), num_shards)):
-    name = f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
-    path = f"{directory}/{name}"
-    with atomic_output(path) as temporary:
-      with tf.io.TFRecordWriter(temporary) as writer:
-        for index in indices:
-          writer.write(serialize_session(sessions[index], int(index)))
-    entries.append({
-        "file": name,
-        "sessions": len(indices),
-        "examples": int(sum(max(len(sessions[i]) - min_prefix_length, 0) for i in indices)),
-        "sha256": file_sha256(path),
-    })
-  return entries
+  writer = ShardWriter(directory, split, len(sessions), num_shards, min_prefix_length)
+  for session in sessions:
+    writer.write(session)
+  return writer.close()

@@ -32,8 +32,14 @@ class Vocabulary:
     Test-only items stay in the catalogue (they are ranked, as in SR-GNN's evaluation), but they
     are never seen in training.
     """
-    train_ids = {str(item) for session in train for item in session}
-    test_only = {str(item) for session in test for item in session} - train_ids
+    return cls.from_ids((str(item) for session in train for item in session),
+                        (str(item) for session in test for item in session))
+
+  @classmethod
+  def from_ids(cls, train_ids: Iterable[str], test_ids: Iterable[str]) -> "Vocabulary":
+    """The ids of the training items, then the other test ids, each sorted as `from_sessions`."""
+    train_ids = set(train_ids)
+    test_only = set(test_ids) - train_ids
     return cls(tuple(sorted(train_ids, key=_sort_key) + sorted(test_only, key=_sort_key)))
 
   @property

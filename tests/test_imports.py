@@ -25,7 +25,8 @@ LAYERS = ("tfrs_attenmixer", "data", "trainer", "serving", "benchmarks")
 # The data-preparation code, which the model server must not import.
 PREPARATION = ("data.prepare", "data.prepare_config", "data.flags", "data.registry",
                "data.download", "data.protocols", "data.raw_formats", "data.synthetic",
-               "data.session_files")
+               "data.session_files", "data.events", "data.events_config", "data.events_flags",
+               "data.events_reader", "data.prepared_output")
 SERVER = "serving.server"
 
 
@@ -217,4 +218,5 @@ def test_the_server_process_loads_no_data_preparation_code():
 
 def test_importing_data_prepare_defines_no_flags():
   _run_python("import data.prepare\nfrom absl import flags\n"
-              "assert 'dataset' not in flags.FLAGS, 'importing data.prepare defined --dataset'")
+              "assert 'dataset' not in flags.FLAGS, 'importing data.prepare defined --dataset'\n"
+              "assert 'events' not in flags.FLAGS, 'importing data.prepare defined --events'")
