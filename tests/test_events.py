@@ -406,24 +406,54 @@ def test_an_imported_folder_is_reused_and_another_import_refused(tmp_path):
     prepare(other, str(tmp_path / "out"))
 
 
-def test_import_string_ids_then_train(tmp_path):
-  log = tmp_path / "shop.csv"
+def test_a_csv_to_a_served_model_in_five_commands(tmp_path):
+  """The README's five commands (issue 28, point 6), on a generated log with string ids: import,
+  train (a few steps), export, serve with `serving.server`, query over gRPC (`serving.client`)
+  and REST with string ids."""
+  import http.client  # pylint: disable=g-import-not-at-top
+  from serving import client  # pylint: disable=g-import-not-at-top
+  from serving.testing import ServerProcess  # pylint: disable=g-import-not-at-top
+  log = tmp_path / "clicks.csv"
   event_log.write_log(str(log), 6000, "csv", num_items=150, num_users=300, days=20,
                       string_ids=True)
   prepared = tmp_path / "prepared"
-  result = run_module("data.prepare", "--dataset=myshop", f"--output_dir={prepared}",
-                      f"--events={log}", "--session_column=session_id", "--item_column=item_id",
-                      "--time_column=timestamp", "--test_days=2")
+  result = run_module("data.prepare", "--dataset=myshop", f"--events={log}",
+                      "--session_column=session_id", "--item_column=item_id",
+                      "--time_column=timestamp", "--test_days=7", f"--output_dir={prepared}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Table 1: clicks" in result.stdout
   vocabulary = (prepared / "myshop" / "vocab.txt").read_text().split()
   assert vocabulary[0] == "<pad>" and all(v.startswith("SKU-") for v in vocabulary[1:])
-  # The export takes int64 raw ids only (issue 28, point 4): no export here.
-  result = run_module("trainer.main", "--dataset=myshop", f"--output_dir={prepared}",
-                      f"--run_dir={tmp_path / 'run'}", "--protocol=selection", "--epochs=1",
-                      "--embedding_dim=16", "--num_heads=2", "--batch_size=32",
-                      "--export_indexes=")
+
+  run = tmp_path / "runs" / "myshop"
+  result = run_module("trainer.main", "--dataset=myshop", f"--run_dir={run}",
+                      f"--output_dir={prepared}", "--epochs=2", "--max_steps_per_epoch=15",
+                      "--embedding_dim=16", "--num_heads=2", "--batch_size=32")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Reusing the prepared dataset" in result.stderr
-  metrics = json.load(open(tmp_path / "run" / "metrics.json"))
-  assert metrics["dataset"] == "myshop"
+  assert json.load(open(run / "metrics.json"))["dataset"] == "myshop"
+  export = run / "export" / "attenmixer"
+  assert sorted(os.listdir(export)) == ["1"]
+
+  server = ServerProcess(str(tmp_path), f"--model_base_path={export}", "--model_name=myshop")
+  try:
+    with client.channel(server.address) as channel:
+      server.wait_until_available("myshop", channel)
+    session = vocabulary[1:3]
+    result = run_module("serving.client", f"--server={server.address}", "--model_name=myshop",
+                        f"--session={','.join(session)}", "--k=10", timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = [line.split("\t") for line in result.stdout.splitlines()]
+    assert len(answers) == 10 and all(item in vocabulary[1:] for item, _ in answers)
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
+    connection.request("POST", "/v1/models/myshop:predict",
+                       body=json.dumps({"instances": [session]}))
+    reply = connection.getresponse()
+    body = json.loads(reply.read())
+    connection.close()
+    assert reply.status == 200, body
+    prediction = body["predictions"][0]
+    assert prediction["item_ids"][:10] == [item for item, _ in answers]
+    assert prediction["unknown_items"] == 0
+  finally:
+    assert server.stop() == 0, server.log()[-3000:]
