@@ -19,8 +19,9 @@ re-indexing, and the layer is left set to the chosen breadth:
 For every candidate value the recall@k of each k in `ks` is measured on `queries` against exact
 search over `candidates` (`exact_top_k`). Among the settings reaching `min_recall` at every k,
 those that no other reaching setting undercuts on every parameter are timed (batch-1 search,
-median over `latency_queries` queries) and the fastest is chosen. A portable_ann search that
-would score N candidates or more is never tried: it is no cheaper than brute force.
+median over `latency_queries` queries, as is the index's own setting, for comparison) and the
+fastest is chosen. A portable_ann search that would score N candidates or more is never tried:
+it is no cheaper than brute force.
 
 Errors: `RecallNotReached` (a `ValueError`) when no setting reaches `min_recall`; it carries the
 `Tuning` with the best recall reached. `ValueError` for an exact index kind, a `min_recall`
@@ -252,7 +253,7 @@ def tune_search(layer: tf.keras.layers.Layer, kind: str, options: Mapping[str, A
         f"no {kind} search setting reaches recall@{'/'.join(map(str, ks))} >= {min_recall} on "
         f"{len(queries)} held-out queries: the best reached "
         f"{min(best.recall.values()):.4f} with {best.settings}", tuning)
-  for trial in frontier:
+  for trial in [*frontier, default] if default not in frontier else frontier:
     apply_settings(layer, trial.settings)
     trial.latency_ms = batch1_latency_ms(layer, queries[:latency_queries], top)
   tuning.chosen = min(frontier, key=lambda trial: trial.latency_ms)
