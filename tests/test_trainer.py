@@ -508,16 +508,16 @@ def test_an_index_below_its_recall_target_fails_the_export_and_keeps_the_model(
   without training it again."""
   run = tmp_path / "run"
   missed = run_module("trainer.main", *SMALL, f"--output_dir={prepared_dir}",
-                      f"--run_dir={run}", "--epochs=1", "--export_indexes=portable_ann",
-                      "--min_recall=1")
+                      f"--run_dir={run}", "--epochs=1", "--max_steps_per_epoch=10",
+                      "--export_indexes=portable_ann", "--min_recall=1")
   assert missed.returncode == 2, missed.stderr[-3000:]
   assert "no portable_ann search setting reaches recall@20 >= 1.0 on " in missed.stderr
   assert "the best reached 0." in missed.stderr and "nothing was published" in missed.stderr
   assert f"The trained model is intact in {run}" in missed.stderr
   assert not (run / "export" / "attenmixer_portable_ann").exists()
   assert not (run / "metrics.json").exists()
-  again = train(run, prepared_dir, "--epochs=1", "--export_indexes=portable_ann",
-                "--min_recall=0")
+  again = train(run, prepared_dir, "--epochs=1", "--max_steps_per_epoch=10",
+                "--export_indexes=portable_ann", "--min_recall=0")
   assert "Resumed from" in again.stderr, again.stderr[-3000:]
   assert len(metrics(run)["epochs"]) == 1
   with open(run / "export" / "attenmixer_portable_ann" / "1" / "assets.extra" /
