@@ -139,16 +139,16 @@ def main(argv):
   with channel(_FLAGS.server, _FLAGS.max_message_bytes, _FLAGS.ssl_ca, _FLAGS.ssl_client_cert,
                _FLAGS.ssl_client_key, _FLAGS.ssl_target_name) as grpc_channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc_channel)
+    signature = _FLAGS.signature or ("top_k" if _FLAGS.k is not None else "")
     id_dtype = {"int64": types_pb2.DT_INT64, "string": types_pb2.DT_STRING}.get(_FLAGS.id_type)
     if id_dtype is None:
-      id_dtype = session_id_dtype(
-          stub, _FLAGS.model_name, _FLAGS.signature or ("top_k" if _FLAGS.k else ""),
-          _FLAGS.version, _FLAGS.version_label, _FLAGS.timeout)
+      id_dtype = session_id_dtype(stub, _FLAGS.model_name, signature, _FLAGS.version,
+                                  _FLAGS.version_label, _FLAGS.timeout)
     if id_dtype == types_pb2.DT_INT64 and not all(map(_is_integer, session)):
       raise app.UsageError("the model takes integer item ids; --session has others: "
                            + ",".join(item for item in session if not _is_integer(item)))
-    request = build_request(_FLAGS.model_name, session, _FLAGS.k, _FLAGS.signature,
-                            _FLAGS.version, _FLAGS.version_label, id_dtype)
+    request = build_request(_FLAGS.model_name, session, _FLAGS.k, signature, _FLAGS.version,
+                            _FLAGS.version_label, id_dtype)
     try:
       response = stub.Predict(request, timeout=_FLAGS.timeout)
     except grpc.RpcError as error:

@@ -20,7 +20,7 @@ def test_exact_top_k_is_numpy_argsort_in_blocks(data):
 
 def _recall(layer, queries, candidates, k=20):
   rows = layer(queries, k=k)[1].numpy()
-  return index_tuning.recall_against(rows, index_tuning.exact_top_k(queries, candidates, k))
+  return topk.retrieval_recall(rows, index_tuning.exact_top_k(queries, candidates, k))
 
 
 @pytest.mark.parametrize("kind,narrow", [

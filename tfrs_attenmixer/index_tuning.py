@@ -36,6 +36,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfrs_attenmixer import topk
+
 SEARCH_PARAMETERS: Dict[str, Tuple[str, ...]] = {
     "scann": ("num_leaves_to_search", "num_reordering_candidates"),
     "portable_ann": ("num_partitions_to_search",),
@@ -54,8 +56,7 @@ class Trial:
   latency_ms: Optional[float] = None
 
   def to_dict(self) -> Dict[str, Any]:
-    return {"settings": dict(self.settings),
-            "recall": {f"at_{k}": round(value, 5) for k, value in sorted(self.recall.items())},
+    return {"settings": dict(self.settings), "recall": _recall_record(self.recall),
             **({"batch1_latency_ms": round(self.latency_ms, 4)}
                if self.latency_ms is not None else {})}
 
@@ -103,12 +104,17 @@ class Tuning:
     return {"kind": self.kind, "min_recall": self.min_recall, "reached": self.reached,
             "num_queries": self.num_queries, "ks": list(self.ks),
             "settings": self.settings,
-            "recall": {f"at_{k}": round(value, 5) for k, value in sorted(self.recall.items())},
+            "recall": _recall_record(self.recall),
             "batch1_latency_ms": (round(self.chosen.latency_ms, 4)
                                   if self.chosen and self.chosen.latency_ms is not None
                                   else None),
             "default": self.default.to_dict(),
             "trials": [trial.to_dict() for trial in self.trials]}
+
+
+def _recall_record(recall: Mapping[int, float]) -> Dict[str, float]:
+  """{"at_<k>": recall@k, rounded} for export.json."""
+  return {f"at_{k}": round(value, 5) for k, value in sorted(recall.items())}
 
 
 class RecallNotReached(ValueError):
@@ -122,24 +128,10 @@ class RecallNotReached(ValueError):
 def exact_top_k(queries: np.ndarray, candidates: np.ndarray, k: int,
                 block: int = 512) -> np.ndarray:
   """int64 [M, k]: rows of `candidates` [N, dim] of the k highest dot products with each query
-  [M, dim], best first (computed `block` queries at a time, so memory stays at block x N)."""
-  queries = np.asarray(queries, np.float32)
+  [M, dim], best first (`topk.top_choices`, `block` queries at a time)."""
   candidates = np.asarray(candidates, np.float32)
-  k = min(k, len(candidates))
-  rows = []
-  for start in range(0, len(queries), block):
-    scores = queries[start:start + block] @ candidates.T
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    rows.append(np.take_along_axis(top, order, axis=1))
-  return np.concatenate(rows).astype(np.int64)
-
-
-def recall_against(found: np.ndarray, exact: np.ndarray) -> float:
-  """Mean over rows of |found row & exact row| / |exact row| (found rows of -1 never match)."""
-  found, exact = np.asarray(found), np.asarray(exact)
-  hits = sum(len(set(f.tolist()) & set(e.tolist())) for f, e in zip(found, exact))
-  return float(hits / exact.size)
+  return topk.top_choices(np.asarray(queries, np.float32), candidates,
+                          min(k, len(candidates)), chunk=block)[0]
 
 
 def search_ladder(kind: str, options: Mapping[str, Any], num_candidates: int, k: int,
@@ -229,7 +221,8 @@ def tune_search(layer: tf.keras.layers.Layer, kind: str, options: Mapping[str, A
       apply_settings(layer, settings)
       _, rows = layer(queries, k=top)
       rows = rows.numpy()
-      trial = Trial(dict(settings), {k: recall_against(rows[:, :k], exact[:, :k]) for k in ks})
+      trial = Trial(dict(settings),
+                    {k: topk.retrieval_recall(rows[:, :k], exact[:, :k]) for k in ks})
       measured[key] = trial
       trials.append(trial)
     return measured[key]

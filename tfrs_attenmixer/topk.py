@@ -366,7 +366,7 @@ def spherical_kmeans(vectors: np.ndarray, num_clusters: int, iterations: int = 1
     vectors = vectors[rng.choice(len(vectors), sample_size, replace=False)]
   centroids = _unit(vectors[rng.choice(len(vectors), num_clusters, replace=False)])
   for _ in range(iterations):
-    assignment = _top_choices(vectors, centroids, 1)[0][:, 0]
+    assignment = top_choices(vectors, centroids, 1)[0][:, 0]
     order = np.argsort(assignment, kind="stable")
     clusters, starts = np.unique(assignment[order], return_index=True)
     sums = np.zeros_like(centroids)
@@ -388,7 +388,7 @@ def balanced_assignment(vectors: np.ndarray, centroids: np.ndarray, capacity: in
   """
   if capacity * len(centroids) < len(vectors):
     raise ValueError(f"{len(centroids)} partitions of {capacity} cannot hold {len(vectors)}")
-  choices, scores = _top_choices(vectors, centroids, min(num_choices, len(centroids)))
+  choices, scores = top_choices(vectors, centroids, min(num_choices, len(centroids)))
   margin = scores[:, 0] - (scores[:, 1] if scores.shape[1] > 1 else 0)
   priority = np.argsort(-margin, kind="stable")
   assignment = np.full(len(vectors), -1, np.int64)
@@ -414,9 +414,11 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
   return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _top_choices(vectors: np.ndarray, centroids: np.ndarray, count: int,
-                 chunk: int = 16384) -> Tuple[np.ndarray, np.ndarray]:
-  """The `count` best centroids of each vector by dot product, best first: ([N, c], [N, c])."""
+def top_choices(vectors: np.ndarray, centroids: np.ndarray, count: int,
+                chunk: int = 16384) -> Tuple[np.ndarray, np.ndarray]:
+  """The `count` best rows of `centroids` [C, dim] for each vector [N, dim] by dot product,
+  best first: (rows int64 [N, count], scores float32 [N, count]); `chunk` vectors at a time, so
+  memory stays at chunk x C."""
   choices = np.empty((len(vectors), count), np.int64)
   scores = np.empty((len(vectors), count), np.float32)
   for start in range(0, len(vectors), chunk):
