@@ -12,8 +12,8 @@ it was chosen between.
    project: its row is skipped when it is not installed.
 2. Import (`events_import`): a `--events` log in `--format` is generated, then imported by
    `python -m data.prepare --events=...` in a child process (session column, 7 test days, the
-   default memory budget): wall seconds, the seconds of each stage (from the importer's log), the
-   child's peak resident memory (VmHWM, polled), the numbers of partitions and buckets, and the
+   default memory budget): wall seconds, the seconds of each stage and the numbers of partitions
+   and buckets (from the importer's log), the child's peak resident memory (VmHWM, polled), and the
    load average before and after (the machine may be shared: other processes slow the figures
    down). The same command on a `BASELINE_EVENTS` log first shows the process's memory before
    any data (TensorFlow, which writes the shards, is loaded at start).
@@ -124,13 +124,15 @@ def run_import(path: str, work_dir: str, file_format: str) -> Dict:
   if child.returncode != 0:
     raise RuntimeError(f"the import failed:\n{printed[-3000:]}")
   stats = json.load(open(os.path.join(output, "events_benchmark", "stats.json")))
-  stages = json.loads(re.search(r"seconds per stage: (\{.*\})", printed).group(1))
+  layout = re.search(r"\((\d+) partitions, (\d+) buckets\); seconds per stage: (\{.*\})",
+                     printed)
+  stages = json.loads(layout.group(3))
   row = {"format": file_format, "events": stats["import"]["rows"],
          "log_mb": os.path.getsize(path) / 1e6, "seconds": seconds,
          "events_per_second": stats["import"]["rows"] / seconds,
          "peak_rss_mb": peak / 2**20,
          **{f"{stage}_seconds": value for stage, value in stages.items()},
-         "partitions": stats["import"]["partitions"], "buckets": stats["import"]["buckets"],
+         "partitions": int(layout.group(1)), "buckets": int(layout.group(2)),
          "sessions_written": sum(stats["splits"][split]["sessions"]
                                  for split in ("train", "valid", "test")),
          "load_average_before": load_before, "load_average_after": os.getloadavg()[0],

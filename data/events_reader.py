@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 
 from data import raw_formats
@@ -100,6 +101,15 @@ def partition_of(keys: Ids, num_partitions: int, salt: int = 0) -> np.ndarray:
   dictionary = encoded.dictionary.cast(pa.binary()).to_pylist()
   hashes = np.fromiter((zlib.crc32(key, salt) for key in dictionary), np.int64, len(dictionary))
   return (hashes % num_partitions)[encoded.indices.to_numpy()]
+
+
+def open_input(path: str) -> pa.NativeFile:
+  """The file `path` for random-access reading: a local path, or a URI of a file system pyarrow
+  reaches (`gs://`, `s3://`, `hdfs://`), as the Beam pipeline's workers read a log."""
+  if "://" not in path:
+    return pa.OSFile(path, "rb")
+  file_system, inner = pa_fs.FileSystem.from_uri(path)
+  return file_system.open_input_file(inner)
 
 
 class _Locator:
@@ -307,7 +317,7 @@ class EventReader:
     self._parquet_rows = 0
     self._gzip = False
     try:
-      self._file = pa.OSFile(config.path, "rb")
+      self._file = open_input(config.path)
     except (FileNotFoundError, IsADirectoryError, PermissionError, OSError) as error:
       raise EventLogError(config.path, f"cannot open the file ({error})") from None
     self.size = max(self._file.size(), 1)
@@ -401,7 +411,7 @@ class EventReader:
         reader = pa_csv.open_csv(stream, read_options=read, parse_options=parse,
                                  convert_options=convert)
       except KeyError:
-        with pa.OSFile(path, "rb") as again:
+        with open_input(path) as again:
           stream = pa.CompressedInputStream(again, "gzip") if self._gzip else again
           names = pa_csv.open_csv(stream, read_options=read, parse_options=parse).schema.names
         raise self._missing_column(names) from None
