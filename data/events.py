@@ -21,6 +21,11 @@ the log's size, and the log may be in any order:
    start), so sessions come oldest first; the test cut, the items seen in training, the
    validation split and the shards are streamed from them (test sessions, reordered after their
    unseen items are dropped, go through a second set of buckets).
+
+The rules of the stages are module-level functions (`cut_sessions`, `filter_round` and
+`Steps.add_round`, `TestSplit`, `split_side`, `keep_seen_items`, `dropped_examples`,
+`validation_sessions`, `write_imported_files`), which `data.events_beam` runs as an Apache Beam
+pipeline that writes the same folder.
 """
 
 import contextlib

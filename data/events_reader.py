@@ -318,7 +318,8 @@ class EventReader:
     self._gzip = False
     try:
       self._file = open_input(config.path)
-    except (FileNotFoundError, IsADirectoryError, PermissionError, OSError) as error:
+    except (FileNotFoundError, IsADirectoryError, PermissionError, OSError,
+            pa.ArrowException) as error:
       raise EventLogError(config.path, f"cannot open the file ({error})") from None
     self.size = max(self._file.size(), 1)
 
