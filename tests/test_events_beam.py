@@ -9,6 +9,7 @@ import json
 import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
@@ -25,15 +26,18 @@ COLUMNS = ("session_id", "user_id", "item_id", "timestamp")
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
-  """Generated 4,000-event logs, {name: path}: string ids (gzip CSV, rows shuffled), integer ids
-  (Parquet; TSV without a header line)."""
+  """Generated 4,000-event logs, {name: path}: string ids (gzip CSV, rows shuffled, some item
+  ids missing), integer ids (Parquet; TSV without a header line)."""
   folder = tmp_path_factory.mktemp("logs")
   paths = {}
   for string_ids in (True, False):
     table = pa.concat_tables(event_log.generate_blocks(
         4000, num_items=300, num_users=300, days=12, string_ids=string_ids, block_events=1500))
-    if string_ids:
+    if string_ids:  # rows shuffled, and every 400th item id missing
       table = table.take(pa.array(sorted(range(table.num_rows), key=lambda k: (k * 7919) % 4001)))
+      missing = pa.array([k % 400 == 7 for k in range(table.num_rows)])
+      table = table.set_column(table.schema.get_field_index("item_id"), "item_id", pc.if_else(
+          missing, pa.scalar(None, pa.string()), table.column("item_id")))
       paths["strings.csv.gz"] = str(folder / "strings.csv.gz")
       with pa.CompressedOutputStream(paths["strings.csv.gz"], "gzip") as out:
         pa_csv.write_csv(table, out)
@@ -47,13 +51,14 @@ def logs(tmp_path_factory):
 
 
 CASES = {
-    # LESSR's path: users cut at gaps, string ids, the newest fraction as test, repeats,
-    # truncation, top items, and filters that need three rounds to become stable, run two
-    # rounds a pipeline (so a second pipeline goes on from the first's sessions).
+    # LESSR's path: rows with a missing value skipped, users cut at gaps, string ids, the newest
+    # fraction as test, repeats, truncation, top items, and filters that need three rounds to
+    # become stable, run two rounds a pipeline (so a second pipeline goes on from the first's
+    # sessions).
     "user_gaps": ("strings.csv.gz", dict(
         user_column="user_id", session_gap_seconds=3600, item_column="item_id",
         time_column="timestamp", test_fraction=0.2, remove_repeats=True, max_session_length=6,
-        top_items=100, min_item_support=10, filter_until_stable=True)),
+        top_items=100, min_item_support=10, filter_until_stable=True, drop_missing=True)),
     # A session column, integer ids, the last days as test.
     "session_column": ("integers.parquet", dict(
         session_column="session_id", item_column="item_id", time_column="timestamp",
@@ -99,6 +104,7 @@ def test_the_direct_runner_writes_the_chunked_importers_folder(tmp_path, logs, c
   steps = [step["step"] for step in json.loads(expected["stats.json"])["import"]["steps"]]
   if case == "user_gaps":
     assert "min_item_support=10 (round 3)" in steps  # 3 rounds changed, the 4th did not
+    assert json.loads(expected["stats.json"])["import"]["rows_skipped"] == 10
   assert sorted(os.listdir(tmp_path / "beam")) == ["shop"]  # no temporary file left
 
 
