@@ -8,9 +8,13 @@ the steps and their errors): this module says where each runs. The runner is a p
 `DataflowRunner`, `FlinkRunner`, `SparkRunner`), so the same pipeline runs on a cluster.
 
 The stages (elements: events, sessions, items; side inputs: a few numbers, or one value per item):
-1. read: one `DoFn` reads the log with `data.events_reader.EventReader`, in order (a gzip stream
-   cannot be split, and rows are numbered from the top): the same checks, the same errors. Each
-   event goes out keyed by its session (user) id.
+1. read: the log is split into parts of about `part_bytes` (`data.events_reader.plan_parts`:
+   Parquet by row groups, plain CSV/TSV at line starts; a gzip stream cannot be split and is
+   one part), read at the same time by `data.events_reader.EventReader` (the same checks). Each
+   event goes out keyed by its session (user) id, with its part and its row in the part; the
+   parts' row counts make the rows' numbers in the file (a side input of stage 2). Any error
+   in a part, or parts whose ids are of different kinds, and the launching process reads the
+   file again in order up to its first error: the chunked importer's error, exactly.
 2. sessions: `GroupByKey` on the id, then `events.cut_sessions` per batch of ids (cut, repeats,
    truncation). With `top_items`, per-item counts and first appearances are combined per item
    (`CombinePerKey`) and ranked by `Top.Smallest`.
@@ -71,16 +75,18 @@ from data import events
 from data.atomic import atomic_directory
 from data.errors import EventLogError
 from data.events_config import TIME_UNITS_MS, EventsConfig, ImportResources
-from data.events_reader import EventReader
+from data.events_reader import EventReader, FilePart, plan_parts
 from data.prepare_config import PrepareConfig
 from data.prepared_output import SplitCounts
 from data.registry import DatasetSpec
 from data.vocabulary import Vocabulary
 
 DEFAULT_ROUNDS_PER_PIPELINE = 8
+DEFAULT_PART_BYTES = 64 << 20  # of the log, read by one worker
 SAMPLE_SIZE = 100_000  # session times that place the bucket bounds
 BATCH_IDS = 4096  # ids whose sessions are cut in one call
 _REPORT = "report"
+_PARTS = "parts"
 _COUNTS = "counts"
 _ITEMS = "items"
 
@@ -99,30 +105,43 @@ def _report(name: str, value) -> beam.pvalue.TaggedOutput:
 # 1. read ------------------------------------------------------------------------------------------
 
 
-class _ReadEvents(beam.DoFn):
-  """The log's events as `(id, [(time ms, row, item id), ...])`, one element per id and chunk
-  (fewer elements than events); its row counts, or its first error, to the report."""
+class _ReadPart(beam.DoFn):
+  """A part of the log (`data.events_reader.FilePart`; None: the whole file) as `(id, [(time
+  ms, part, row in the part, item id), ...])`, one element per id and chunk; per part its rows,
+  rows skipped, id kinds and first error to `_PARTS`."""
 
   def __init__(self, config: EventsConfig, chunk_bytes: int):
     self.config, self.chunk_bytes = config, chunk_bytes
 
-  def process(self, unused_path: str) -> Iterator:
-    reader = None
+  def process(self, numbered_part: Tuple[int, Optional[FilePart]]) -> Iterator:
+    number, part = numbered_part
+    reader, error = None, None
     try:
-      reader = EventReader(self.config, self.chunk_bytes)
+      reader = EventReader(self.config, self.chunk_bytes, part)
       for chunk in reader:
         keys = chunk.keys.tolist() if isinstance(chunk.keys, np.ndarray) else \
             chunk.keys.to_pylist()
         items = reader.catalogue.raw_ids(chunk.items)
         by_key: Dict = {}
         for key, when, row, item in zip(keys, chunk.times.tolist(), chunk.rows.tolist(), items):
-          by_key.setdefault(key, []).append((when, row, item))
+          by_key.setdefault(key, []).append((when, number, row, item))
         yield from by_key.items()
-    except EventLogError as error:
-      yield _report("read_error", error)
+    except EventLogError as found:
+      error = found
     if reader is not None:
       reader.close()
-      yield _report("rows", (reader.rows_read, reader.rows_skipped, len(reader.catalogue)))
+    yield beam.pvalue.TaggedOutput(_PARTS, (number, (
+        reader.rows_read if reader else 0, reader.rows_skipped if reader else 0,
+        reader.id_kinds() if reader else (None, None), error)))
+
+
+def _row_offsets(parts: List[Tuple[int, Tuple]]) -> Dict[int, int]:
+  """Per part, the rows of the parts before it."""
+  offsets, before = {}, 0
+  for number, (rows, *_) in sorted(parts):
+    offsets[number] = before
+    before += rows
+  return offsets
 
 
 # 2. sessions --------------------------------------------------------------------------------------
@@ -136,10 +155,10 @@ class _CutSessions(beam.DoFn):
   def __init__(self, config: EventsConfig):
     self.config = config
 
-  def process(self, batch: List) -> Iterator:
+  def process(self, batch: List, offsets: Dict[int, int]) -> Iterator:
     sessions = []
-    rows = [(index, *event) for index, (_, parts) in enumerate(batch)
-            for part in parts for event in part]
+    rows = [(index, when, offsets[part] + row, item) for index, (_, chunks) in enumerate(batch)
+            for chunk in chunks for when, part, row, item in chunk]
     names, codes = np.unique(np.array([row[3] for row in rows], object), return_inverse=True)
     key, when, row = (np.array([values[k] for values in rows], np.int64) for k in range(3))
     cut = events.cut_sessions(self.config, key, when, row=row, item=codes)
@@ -480,15 +499,19 @@ def _singleton(pipeline, label: str, function, **side_inputs):
 
 
 def _read(pipeline: beam.Pipeline, events_config: EventsConfig, resources: ImportResources,
-          reports: List):
+          part_bytes: int, reports: List):
   """Stages 1-2: the sessions (`Session`) and the first item mask (`_MaskState`)."""
-  read = (pipeline | "log" >> beam.Create([events_config.path])
-          | "read" >> beam.ParDo(_ReadEvents(events_config, resources.chunk_bytes))
-          .with_outputs(_REPORT, main="events"))
-  reports.append(read[_REPORT])
+  parts = plan_parts(events_config, part_bytes)
+  read = (pipeline | "parts" >> beam.Create(list(enumerate(parts)))
+          | "spread parts" >> beam.Reshuffle()
+          | "read" >> beam.ParDo(_ReadPart(events_config, resources.chunk_bytes))
+          .with_outputs(_PARTS, main="events"))
+  parts_read = read[_PARTS] | "parts read" >> beam.combiners.ToList()
+  reports.append(parts_read | beam.Map(lambda lines: ("parts", sorted(lines))))
+  offsets = beam.pvalue.AsSingleton(parts_read | "row offsets" >> beam.Map(_row_offsets))
   cut = (read["events"] | "by id" >> beam.GroupByKey()
          | "batches of ids" >> beam.BatchElements(max_batch_size=BATCH_IDS)
-         | "sessions" >> beam.ParDo(_CutSessions(events_config)).with_outputs(
+         | "sessions" >> beam.ParDo(_CutSessions(events_config), offsets=offsets).with_outputs(
              _REPORT, _ITEMS, main="sessions"))
   reports.append(cut[_REPORT] | "sizes" >> beam.Map(lambda line: line[1])
                  | "sum sizes" >> _sum_of(4) | beam.Map(lambda total: ("sizes", total)))
@@ -518,7 +541,8 @@ def _decode(line: str) -> List[Session]:
 def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig, min_prefix_length: int,
                    resources: ImportResources, temp: str, first_round: int = 1,
                    mask: Optional[_MaskState] = None,
-                   rounds_per_pipeline: int = DEFAULT_ROUNDS_PER_PIPELINE) -> None:
+                   rounds_per_pipeline: int = DEFAULT_ROUNDS_PER_PIPELINE,
+                   part_bytes: int = DEFAULT_PART_BYTES) -> None:
   """Adds the import's stages (module docstring) to `pipeline`: from the log (`first_round` 1),
   or from the sessions and `mask` a pipeline saved before round `first_round`. They write the
   pieces into `<temp>/pieces` and the report into `<temp>/report-<first_round>.pickle`."""
@@ -526,7 +550,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig, min_prefix_le
   as_single, as_dict = beam.pvalue.AsSingleton, beam.pvalue.AsDict
   reports = []
   if first_round == 1:
-    sessions, state = _read(pipeline, events_config, resources, reports)
+    sessions, state = _read(pipeline, events_config, resources, part_bytes, reports)
   else:
     sessions = (pipeline | "saved" >> beam.io.ReadFromText(
         _saved_sessions(temp, first_round) + "*") | "decode" >> beam.Map(_decode))
@@ -681,21 +705,26 @@ class _Report:
     return report
 
 
-def _check(report: _Report, config: EventsConfig) -> events.Steps:
-  """Replays the chunked importer's steps and checks from the report, in its order.
+def _check(report: _Report, config: EventsConfig, chunk_bytes: int) -> events.Steps:
+  """Replays the chunked importer's steps and checks from the report, in its order (the log
+  read again in chunks of `chunk_bytes` to find its first error, if a part found one).
 
   Raises:
     EventLogError: as the chunked importer.
   """
   lines = report.lines
-  if "read_error" in lines:
-    raise lines["read_error"]
-  rows, skipped, items = lines.get("rows", (0, 0, 0))
+  parts = [part for _, part in lines["parts"]]
+  kinds = [{part[2][role] for part in parts} - {None} for role in (0, 1)]
+  errors = [part[3] for part in parts if part[3] is not None]
+  if errors or max(map(len, kinds)) > 1:
+    raise _first_error(config, chunk_bytes, errors)
+  rows, skipped = (sum(part[k] for part in parts) for k in (0, 1))
   sizes = lines.get("sizes", (0, 0, 0, 0))
   if not sizes[0]:
     raise EventLogError(config.path, "the log has no events" + (
         f" ({skipped:,} rows skipped by --drop_missing)" if skipped else ""))
-  logging.info("Read %s rows (%s skipped); %s items", f"{rows:,}", f"{skipped:,}", f"{items:,}")
+  logging.info("Read %s rows (%s skipped) in %d parts", f"{rows:,}", f"{skipped:,}",
+               len(parts))
   steps = events.Steps(config.path)
   steps.add_read(config, np.array(sizes[:3]), sizes[3])
   for number in range(1, len(report.rounds) + 1):
@@ -717,6 +746,22 @@ def _check(report: _Report, config: EventsConfig) -> events.Steps:
     if lines[name][1] is not None:
       raise lines[name][1]
   return steps
+
+
+def _first_error(config: EventsConfig, chunk_bytes: int,
+                 errors: List[EventLogError]) -> EventLogError:
+  """The error the chunked importer finds first: parts read at the same time find errors in
+  their own order, and ids of another kind than the file's first (each part takes the kind of
+  its own first id), so the file is read again in order up to its first error."""
+  reader = EventReader(config, chunk_bytes)
+  try:
+    for _ in reader:
+      pass
+  except EventLogError as error:
+    return error
+  finally:
+    reader.close()
+  return errors[0] if errors else EventLogError(config.path, "mixed id types across the file")
 
 
 def _split_counts(counts: Tuple[int, int, int], min_prefix_length: int) -> SplitCounts:
@@ -794,7 +839,8 @@ def _runner(options: PipelineOptions):
 def import_events(config: PrepareConfig, spec: DatasetSpec, directory: str,
                   resources: ImportResources = ImportResources(),
                   pipeline_args: Sequence[str] = (),
-                  rounds_per_pipeline: int = DEFAULT_ROUNDS_PER_PIPELINE) -> None:
+                  rounds_per_pipeline: int = DEFAULT_ROUNDS_PER_PIPELINE,
+                  part_bytes: int = DEFAULT_PART_BYTES) -> None:
   """Imports `config.events` into the prepared folder `directory` with Beam pipelines run by
   `pipeline_args` (Beam's pipeline options, e.g. `--runner=DataflowRunner --project=...`; none:
   the DirectRunner); the same folder as `data.events.import_events` (see the module doc).
@@ -816,14 +862,14 @@ def import_events(config: PrepareConfig, spec: DatasetSpec, directory: str,
     while mask is None or not mask.stopped:
       with beam.Pipeline(runner=_runner(options), options=options) as pipeline:
         build_pipeline(pipeline, config, spec.min_prefix_length, resources, temp, first_round,
-                       mask, rounds_per_pipeline)
+                       mask, rounds_per_pipeline, part_bytes)
       mask = report.add(f"{temp}/report-{first_round:05d}.pickle").lines["mask"]
       first_round += rounds_per_pipeline
       if not mask.stopped:
         logging.info("The filters go on after round %d: one more pipeline", first_round - 1)
     ran = time.perf_counter() - started
-    steps = _check(report, config.events)
-    rows, skipped, _ = report.lines["rows"]
+    steps = _check(report, config.events, resources.chunk_bytes)
+    rows, skipped = (sum(part[k] for _, part in report.lines["parts"]) for k in (0, 1))
     with atomic_directory(directory) as temporary:
       shards, counts = _assemble(temporary, report, config, spec.min_prefix_length)
       events.write_imported_files(temporary, config, spec, report.lines["vocabulary"], counts,

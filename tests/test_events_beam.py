@@ -92,14 +92,18 @@ def test_the_direct_runner_writes_the_chunked_importers_folder(tmp_path, logs, c
   expected = folder_files(chunked.directory)
   assert len(expected) == 10  # 3 + 2 + 2 shards, vocab.txt, stats.json, manifest.json
   assert chunked.num_sessions("train") > 100 and chunked.num_sessions("test") > 10
+  # Parts of about 20 kB are read at the same time (Parquet: its 4 row groups; the TSV file:
+  # 7 parts; the gzip file: one).
   if case == "session_column":  # the command, in another process
     result = run_module("data.prepare_beam", "--dataset=shop", "--num_shards=3",
                         f"--events={logs[log]}", f"--output_dir={tmp_path / 'beam'}",
-                        *command_flags(options), "--runner=DirectRunner")
+                        *command_flags(options), "--runner=DirectRunner", "--read_part_mb=0.02")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "in 4 parts" in result.stderr
   else:
     prepare(config, str(tmp_path / "beam"), importer=lambda *args: events_beam.import_events(
-        *args, pipeline_args=["--runner=DirectRunner"], rounds_per_pipeline=2))
+        *args, pipeline_args=["--runner=DirectRunner"], rounds_per_pipeline=2,
+        part_bytes=20_000))
   assert folder_files(tmp_path / "beam" / "shop") == expected
   steps = [step["step"] for step in json.loads(expected["stats.json"])["import"]["steps"]]
   if case == "user_gaps":
@@ -115,8 +119,12 @@ def bad_log(path, case):
     rows += [f"S{number},{item},2021-03-{number + 1:02d}T00:0{k}:00Z"
              for k, item in enumerate("abca")]
   if case == "bad time":
-    rows[5] = "S1,a,2021-02-30T00:00:00Z"
-  else:  # the last two days' sessions click items of their own
+    rows[25] = "S6,a,2021-02-30T00:00:00Z"
+  elif case == "mixed ids":  # integer ids, and string ones further down
+    rows = [row.replace(",a,", ",1,").replace(",b,", ",2,").replace(",c,", ",3,")
+            for row in rows]
+    rows[30] = rows[30].replace(",1,", ",SKU-1,").replace(",2,", ",SKU-2,")
+  elif case == "no test item seen in training":  # the last two days click items of their own
     rows = rows[:-8] + [f"S{n},{item},2021-03-{n + 1:02d}T00:0{k}:00Z"
                         for n in (10, 11) for k, item in enumerate("xyz" * 3)]
   path.write_text("\n".join(rows) + "\n")
@@ -139,9 +147,11 @@ def chunked_error(tmp_path, path, **options):
 def test_bad_input_exits_2_as_the_chunked_importer(tmp_path):
   path = bad_log(tmp_path / "log.csv", "bad time")
   _, expected = chunked_error(tmp_path, path)
-  assert "row 5 (line 6), column 'time'" in expected
+  assert "row 25 (line 26), column 'time'" in expected
+  # Parts of about 200 bytes: the fault is in the fourth.
   result = run_module("data.prepare_beam", "--dataset=bad", f"--output_dir={tmp_path / 'out'}",
-                      f"--events={path}", *FLAGS, "--runner=DirectRunner")
+                      f"--events={path}", *FLAGS, "--runner=DirectRunner",
+                      "--read_part_mb=0.0002")
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr.strip().splitlines()[-1] == f"error: {expected}"
   assert sorted(os.listdir(tmp_path)) == ["log.csv"]  # no output folder, no temporary files
@@ -150,12 +160,16 @@ def test_bad_input_exits_2_as_the_chunked_importer(tmp_path):
   assert result.returncode == 2 and "unknown arguments --runnner=DirectRunner" in result.stderr
 
 
-@pytest.mark.parametrize("case", ["filters empty it", "no test item seen in training"])
-def test_a_log_left_empty_fails_as_the_chunked_importer(tmp_path, case):
+@pytest.mark.parametrize("case", ["mixed ids", "filters empty it",
+                                  "no test item seen in training"])
+def test_a_bad_or_emptied_log_fails_as_the_chunked_importer(tmp_path, case):
   path = bad_log(tmp_path / "log.csv", case)
   options = {"min_item_support": 100} if case == "filters empty it" else {}
   config, expected = chunked_error(tmp_path, path, **options)
+  if case == "mixed ids":
+    assert "row 30 (line 31), column 'item': mixed id types" in expected
   with pytest.raises(EventLogError) as error:
-    events_beam.import_events(config, registry.get_spec("bad"), str(tmp_path / "beam" / "bad"))
+    events_beam.import_events(config, registry.get_spec("bad"), str(tmp_path / "beam" / "bad"),
+                              part_bytes=200)
   assert str(error.value) == expected
   assert sorted(os.listdir(tmp_path)) == ["log.csv"]  # nothing written, no temporary files
