@@ -361,9 +361,10 @@ def _cut_bucket(_, sums: Dict[int, int], threshold: Optional[int]) -> Optional[T
   return None
 
 
-def _walk(none_sessions, place, threshold, weight):
+def _walk(keyed_sessions, place, threshold, weight):
+  """The cut among the sessions of its bucket (`(None, sessions)`), walked in time order."""
   running = place[1]
-  for session in sorted(none_sessions[1], key=lambda s: s[:3]):
+  for session in sorted(keyed_sessions[1], key=lambda s: s[:3]):
     running += weight(session)
     if running > threshold:
       yield session[:3], running
@@ -400,8 +401,9 @@ def _keep_examples(session: Ordered, cut, min_prefix_length: int, drop: int):
     return
   if cut is None or session[:3] < cut[0]:
     return
-  if session[:3] == cut[0]:
-    session = (*session[:3], session[3][:cut[1] - drop + min_prefix_length], session[4])
+  if session[:3] == cut[0]:  # its newest prefixes are not kept
+    length = cut[1] - drop + min_prefix_length
+    session = (*session[:3], session[3][:length], session[4][:length])
   yield session
 
 
@@ -590,8 +592,10 @@ def build_pipeline(pipeline: beam.Pipeline, config: PrepareConfig, min_prefix_le
   reports.append(order_totals | beam.Map(lambda total: ("alive", total)))
   sample = (alive | "times" >> beam.Map(lambda s: s[0])
             | "sample" >> beam.combiners.Sample.FixedSizeGlobally(SAMPLE_SIZE))
-  bounds = as_single(sample | "bounds" >> beam.Map(
-      _bucket_bounds, totals=as_single(order_totals), memory_bytes=resources.memory_bytes))
+  bounds = sample | "bounds" >> beam.Map(_bucket_bounds, totals=as_single(order_totals),
+                                         memory_bytes=resources.memory_bytes)
+  reports.append(bounds | beam.Map(lambda b: ("buckets", len(b) + 1)))
+  bounds = as_single(bounds)
 
   # The test split.
   split = _singleton(pipeline, "test rule", _test_rule, totals=as_single(order_totals),
@@ -723,8 +727,8 @@ def _check(report: _Report, config: EventsConfig, chunk_bytes: int) -> events.St
   if not sizes[0]:
     raise EventLogError(config.path, "the log has no events" + (
         f" ({skipped:,} rows skipped by --drop_missing)" if skipped else ""))
-  logging.info("Read %s rows (%s skipped) in %d parts", f"{rows:,}", f"{skipped:,}",
-               len(parts))
+  logging.info("Read %s rows (%s skipped) in %d parts; sessions sorted in %d time buckets",
+               f"{rows:,}", f"{skipped:,}", len(parts), lines["buckets"])
   steps = events.Steps(config.path)
   steps.add_read(config, np.array(sizes[:3]), sizes[3])
   for number in range(1, len(report.rounds) + 1):

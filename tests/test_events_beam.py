@@ -2,7 +2,8 @@
 
 On the DirectRunner its folder equals the chunked importer's (`data.events`) byte for byte: every
 shard, `vocab.txt`, `stats.json` and `manifest.json`, on generated logs that cover the options'
-paths; bad input fails as the chunked importer fails.
+paths, read in parts and sorted in several time buckets; bad input fails as the chunked importer
+fails, with the same message.
 """
 
 import json
@@ -18,7 +19,7 @@ from benchmarks import event_log
 from conftest import run_module
 from data import events, events_beam, registry
 from data.errors import EventLogError
-from data.events_config import EventsConfig
+from data.events_config import EventsConfig, ImportResources
 from data.prepare import PrepareConfig, prepare
 
 COLUMNS = ("session_id", "user_id", "item_id", "timestamp")
@@ -100,10 +101,11 @@ def test_the_direct_runner_writes_the_chunked_importers_folder(tmp_path, logs, c
                         *command_flags(options), "--runner=DirectRunner", "--read_part_mb=0.02")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "in 4 parts" in result.stderr
-  else:
-    prepare(config, str(tmp_path / "beam"), importer=lambda *args: events_beam.import_events(
-        *args, pipeline_args=["--runner=DirectRunner"], rounds_per_pipeline=2,
-        part_bytes=20_000))
+  else:  # a small memory budget: sessions sorted in several time buckets
+    prepare(config, str(tmp_path / "beam"), resources=ImportResources(memory_bytes=40_000),
+            importer=lambda *args: events_beam.import_events(
+                *args, pipeline_args=["--runner=DirectRunner"], rounds_per_pipeline=2,
+                part_bytes=20_000))
   assert folder_files(tmp_path / "beam" / "shop") == expected
   steps = [step["step"] for step in json.loads(expected["stats.json"])["import"]["steps"]]
   if case == "user_gaps":
