@@ -38,8 +38,9 @@ EPOCH_ROWS = ("gowalla-attenmixer", "gowalla-attenmixer-table_dropout0.0",
 
 def benchmarks(run_dir: str):
   """name -> module arguments. Each records entry `name` in results/benchmarks.json (and
-  `events_import` also `events_readers` and `events_beam`), except `epoch_runs` (results/reproduction/options.md)
-  and `index_scale` (results/serving_index_recall.md), whose tables BENCHMARKS.md links to."""
+  `events_import` also `events_readers` and `events_beam`), except `epoch_runs`
+  (results/reproduction/options.md) and `index_scale` (results/serving_index_recall.md), whose
+  tables BENCHMARKS.md links to."""
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
       "train_step": ["benchmarks.train_step", "--dataset=gowalla",

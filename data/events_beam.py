@@ -1,11 +1,12 @@
 """Imports an event log with an Apache Beam pipeline (`python -m data.prepare_beam`).
 
-`import_events` writes the same prepared folder as the chunked importer (`data.events`), byte
-for byte: the shards, `vocab.txt`, `stats.json` and `manifest.json`. The options are the same
+`import_events` writes the same prepared folder as the chunked importer (`data.events`), byte for
+byte: the shards, `vocab.txt`, `stats.json` and `manifest.json`. The options are the same
 `EventsConfig`, and the rules are `data.events`' functions (cutting sessions, a round of the
-filters, the test split, the test sessions' items, the examples divisor, the validation split,
-the steps and their errors): this module says where each runs. The runner is a pipeline option (`--runner=DirectRunner`, the default;
-`DataflowRunner`, `FlinkRunner`, `SparkRunner`), so the same pipeline runs on a cluster.
+filters, the test split, the test sessions' items, the examples divisor, the validation split, the
+steps and their errors): this module says where each runs. The runner is a pipeline option
+(`--runner=DirectRunner`, the default; `DataflowRunner`, `FlinkRunner`, `SparkRunner`), so the same
+pipeline runs on a cluster.
 
 The stages (elements: events, sessions, items; side inputs: a few numbers, or one value per item):
 1. read: the log is split into parts of about `part_bytes` (`data.events_reader.plan_parts`:
@@ -148,9 +149,9 @@ def _row_offsets(parts: List[Tuple[int, Tuple]]) -> Dict[int, int]:
 
 
 class _CutSessions(beam.DoFn):
-  """A batch of ids' events -> their sessions (a batch of `Session`s), by
-  `events.cut_sessions`; the sizes per step to the report, and with `top_items` per item (events, (id's first row, position))
-  to `_ITEMS`."""
+  """A batch of ids' events -> their sessions (a batch of `Session`s), by `events.cut_sessions`;
+  the sizes per step to the report, and with `top_items` per item (events, (id's first row,
+  position)) to `_ITEMS`."""
 
   def __init__(self, config: EventsConfig):
     self.config = config
@@ -835,7 +836,8 @@ def _runner(options: PipelineOptions):
   the network, and runs it where it can. None for another runner: Beam makes it from the
   options."""
   if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     return FnApiRunner()
   return None
 
