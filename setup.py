@@ -1,4 +1,6 @@
-"""Installs tfrs-attenmixer: `pip install -e .` (add `[test]` for the test suite)."""
+"""Installs tfrs-attenmixer: `pip install -e .` (add `[test]` for the test suite, `[beam]` for the
+event-log import as an Apache Beam pipeline, `python -m data.prepare_beam`; `make install`
+installs both)."""
 
 import setuptools
 
@@ -22,5 +24,8 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "matplotlib"],
+        # 2.78 resolves beside tensorflow 2.20 (protobuf < 7, pyarrow < 26); its [gcp] extra
+        # adds the Dataflow runner's client libraries.
+        "beam": ["apache-beam>=2.78,<2.79"],
     },
 )

@@ -2,7 +2,7 @@ r"""Time and peak memory of the event-log importer on a generated log, and the c
 it was chosen between.
 
     python -m benchmarks.events_import [--events=50000000] [--format=csv.gz] [--work_dir=/tmp]
-        [--reader_events=5000000] [--keep]
+        [--reader_events=5000000] [--beam_events=2000000] [--keep]
 
 1. Readers (`events_readers` in results/benchmarks.json): a `--reader_events` CSV log
    (`benchmarks.event_log`) is read in chunks by pyarrow's streaming CSV reader and by pandas'
@@ -12,11 +12,16 @@ it was chosen between.
    project: its row is skipped when it is not installed.
 2. Import (`events_import`): a `--events` log in `--format` is generated, then imported by
    `python -m data.prepare --events=...` in a child process (session column, 7 test days, the
-   default memory budget): wall seconds, the seconds of each stage (from the importer's log), the
-   child's peak resident memory (VmHWM, polled), the numbers of partitions and buckets, and the
+   default memory budget): wall seconds, the seconds of each stage and the numbers of partitions
+   and buckets (from the importer's log), the child's peak resident memory (VmHWM, polled), and the
    load average before and after (the machine may be shared: other processes slow the figures
    down). The same command on a `BASELINE_EVENTS` log first shows the process's memory before
    any data (TensorFlow, which writes the shards, is loaded at start).
+3. Beam (`events_beam`): a `--beam_events` gzip CSV log is imported by `python -m data.prepare`
+   and by `python -m data.prepare_beam --runner=DirectRunner` (the same flags), each in a child
+   process: wall seconds, peak resident memory, and whether the two folders are the same bytes
+   (the benchmark fails otherwise). The DirectRunner runs the pipeline in one process: it shows
+   the pipeline's overhead, not what a cluster runner spreads over workers.
 
 The generated log, the prepared folder and the temporary files live in `--work_dir` and are
 removed at the end (`--keep` keeps the log).
@@ -103,12 +108,9 @@ def compare_readers(path: str) -> List[Dict]:
   return rows
 
 
-def run_import(path: str, work_dir: str, file_format: str) -> Dict:
-  """Imports `path` with `python -m data.prepare` in a child process; its figures."""
-  output = os.path.join(work_dir, "prepared")
-  shutil.rmtree(output, ignore_errors=True)
-  command = [sys.executable, "-m", "data.prepare", "--dataset=events_benchmark",
-             f"--output_dir={output}", f"--events={path}", *COLUMNS, "--test_days=7"]
+def _measure(command: List[str]) -> Dict:
+  """Runs `command` in a child process: its wall seconds, peak resident memory (VmHWM, polled),
+  output, and the load average before and after."""
   load_before = os.getloadavg()[0]
   started = time.perf_counter()
   with tempfile.TemporaryFile("w+") as log:
@@ -122,21 +124,70 @@ def run_import(path: str, work_dir: str, file_format: str) -> Dict:
     log.seek(0)
     printed = log.read()
   if child.returncode != 0:
-    raise RuntimeError(f"the import failed:\n{printed[-3000:]}")
+    raise RuntimeError(f"{' '.join(command[1:4])} failed:\n{printed[-3000:]}")
+  return {"seconds": seconds, "peak_rss_mb": peak / 2**20, "printed": printed,
+          "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
+
+
+def _import_command(module: str, path: str, output: str, *extra: str) -> List[str]:
+  return [sys.executable, "-m", module, "--dataset=events_benchmark", f"--output_dir={output}",
+          f"--events={path}", *COLUMNS, "--test_days=7", *extra]
+
+
+def _shown(command: List[str], work_dir: str) -> str:
+  return " ".join(["python", *command[1:]]).replace(work_dir, "WORK_DIR")
+
+
+def run_import(path: str, work_dir: str, file_format: str) -> Dict:
+  """Imports `path` with `python -m data.prepare` in a child process; its figures."""
+  output = os.path.join(work_dir, "prepared")
+  shutil.rmtree(output, ignore_errors=True)
+  command = _import_command("data.prepare", path, output)
+  run = _measure(command)
   stats = json.load(open(os.path.join(output, "events_benchmark", "stats.json")))
-  stages = json.loads(re.search(r"seconds per stage: (\{.*\})", printed).group(1))
+  layout = re.search(r"\((\d+) partitions, (\d+) buckets\); seconds per stage: (\{.*\})",
+                     run["printed"])
+  stages = json.loads(layout.group(3))
   row = {"format": file_format, "events": stats["import"]["rows"],
-         "log_mb": os.path.getsize(path) / 1e6, "seconds": seconds,
-         "events_per_second": stats["import"]["rows"] / seconds,
-         "peak_rss_mb": peak / 2**20,
+         "log_mb": os.path.getsize(path) / 1e6, "seconds": run["seconds"],
+         "events_per_second": stats["import"]["rows"] / run["seconds"],
+         "peak_rss_mb": run["peak_rss_mb"],
          **{f"{stage}_seconds": value for stage, value in stages.items()},
-         "partitions": stats["import"]["partitions"], "buckets": stats["import"]["buckets"],
+         "partitions": int(layout.group(1)), "buckets": int(layout.group(2)),
          "sessions_written": sum(stats["splits"][split]["sessions"]
                                  for split in ("train", "valid", "test")),
-         "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-         "command": " ".join(["python", *command[1:]]).replace(work_dir, "WORK_DIR")}
+         "load_average_before": run["load_average_before"],
+         "load_average_after": run["load_average_after"], "command": _shown(command, work_dir)}
   print(json.dumps(row, indent=1))
   return row
+
+
+def compare_beam(path: str, work_dir: str) -> List[Dict]:
+  """Imports `path` with the chunked importer and with the Beam pipeline on the DirectRunner
+  (`python -m data.prepare_beam`), each in a child process; one row each, and whether the two
+  folders are the same bytes."""
+  rows, folders = [], {}
+  for module, extra in (("data.prepare", ()), ("data.prepare_beam", ("--runner=DirectRunner",))):
+    output = os.path.join(work_dir, module)
+    command = _import_command(module, path, output, *extra)
+    run = _measure(command)
+    folder = os.path.join(output, "events_benchmark")
+    folders[module] = {name: open(os.path.join(folder, name), "rb").read()
+                       for name in sorted(os.listdir(folder))}
+    events = json.load(open(os.path.join(folder, "stats.json")))["import"]["rows"]
+    rows.append({"importer": module, "events": events, "log_mb": os.path.getsize(path) / 1e6,
+                 "seconds": run["seconds"], "events_per_second": events / run["seconds"],
+                 "peak_rss_mb": run["peak_rss_mb"],
+                 "load_average_before": run["load_average_before"],
+                 "load_average_after": run["load_average_after"],
+                 "command": _shown(command, work_dir)})
+  same = folders["data.prepare"] == folders["data.prepare_beam"]
+  for row in rows:
+    row["same_folder"] = same
+  print(json.dumps(rows, indent=1))
+  if not same:
+    raise RuntimeError("the Beam pipeline's folder differs from the chunked importer's")
+  return rows
 
 
 def main(argv):
@@ -153,7 +204,7 @@ def main(argv):
   work_dir = tempfile.mkdtemp(dir=FLAGS.work_dir, prefix="events_benchmark-")
   try:
     rows = []
-    for events in (BASELINE_EVENTS, FLAGS.events):
+    for events in (BASELINE_EVENTS, FLAGS.events) if FLAGS.events else ():
       path = os.path.join(work_dir, f"clicks-{events}.{FLAGS.format}")
       started = time.perf_counter()
       event_log.write_log(path, events, "parquet" if FLAGS.format == "parquet" else "csv")
@@ -166,7 +217,12 @@ def main(argv):
       path = os.path.join(work_dir, "readers.csv")
       event_log.write_log(path, FLAGS.reader_events, "csv")
       common.record("events_readers", compare_readers(path))
-    common.record("events_import", rows)
+    if rows:
+      common.record("events_import", rows)
+    if FLAGS.beam_events:
+      path = os.path.join(work_dir, f"beam-{FLAGS.beam_events}.csv.gz")
+      event_log.write_log(path, FLAGS.beam_events, "csv")
+      common.record("events_beam", compare_beam(path, work_dir))
   finally:
     if FLAGS.keep:
       print(f"kept {work_dir}")
@@ -176,7 +232,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_integer("events", 50_000_000, "Events of the imported log.")
+  flags.DEFINE_integer("events", 50_000_000, "Events of the imported log (0: skip).")
+  flags.DEFINE_integer("beam_events", 2_000_000, "Events of the log imported by both the chunked "
+                       "importer and the Beam pipeline on the DirectRunner (0: skip).")
   flags.DEFINE_enum("format", "csv.gz", ["csv", "csv.gz", "parquet"], "Format of that log.")
   flags.DEFINE_integer("reader_events", 5_000_000, "Events of the readers' CSV log (0: skip).")
   flags.DEFINE_string("work_dir", None, "Where the temporary folder goes (default: $TMPDIR).")

@@ -38,8 +38,9 @@ EPOCH_ROWS = ("gowalla-attenmixer", "gowalla-attenmixer-table_dropout0.0",
 
 def benchmarks(run_dir: str):
   """name -> module arguments. Each records entry `name` in results/benchmarks.json (and
-  `events_import` also `events_readers`), except `epoch_runs` (results/reproduction/options.md)
-  and `index_scale` (results/serving_index_recall.md), whose tables BENCHMARKS.md links to."""
+  `events_import` also `events_readers` and `events_beam`), except `epoch_runs`
+  (results/reproduction/options.md) and `index_scale` (results/serving_index_recall.md), whose
+  tables BENCHMARKS.md links to."""
   return {
       "input_pipeline": ["benchmarks.input_pipeline", "--dataset=gowalla"],
       "train_step": ["benchmarks.train_step", "--dataset=gowalla",
@@ -68,8 +69,9 @@ def benchmarks(run_dir: str):
       # are kept (remove runs/reproduction/short/<row> to measure one again); ~1 h on 2 cores.
       "epoch_runs": ["benchmarks.reproduce", "--table=options", "--protocol=short",
                      f"--rows={','.join(EPOCH_ROWS)}"],
-      # The event-log importer on a generated 50-million-event CSV (gzip) log, and the chunked
-      # CSV readers it was chosen between (~15 min on 2 cores; 2.5 GB in --work_dir).
+      # The event-log importer on a generated 50-million-event CSV (gzip) log, the chunked
+      # CSV readers it was chosen between, and the Beam pipeline against it on 2 million events
+      # (~17 min on 2 cores; 2.5 GB in --work_dir).
       "events_import": ["benchmarks.events_import", "--events=50000000"],
       # These three need a trained Gowalla run (--run_dir).
       "index_scale": ["benchmarks.index_scale", f"--run_dir={run_dir}"],
@@ -486,6 +488,26 @@ def events_import_notes(everything) -> list:
   return lines
 
 
+def events_beam_notes(everything) -> list:
+  """Lines under the `events_beam` table: the pipeline against the chunked importer."""
+  rows = {r["importer"]: r for r in _results(everything, "events_beam")}
+  if {"data.prepare", "data.prepare_beam"} - set(rows):
+    return []
+  chunked, beam = rows["data.prepare"], rows["data.prepare_beam"]
+  cores = everything["events_beam"]["environment"]["threads"]
+  load = max(r[k] for r in rows.values() for k in ("load_average_before", "load_average_after"))
+  return [f"On {beam['events']:,} events the Beam pipeline on the DirectRunner took "
+          f"{beam['seconds']:,.0f} s ({beam['peak_rss_mb']:,.0f} MB) and the chunked importer "
+          f"{chunked['seconds']:,.0f} s ({chunked['peak_rss_mb']:,.0f} MB): "
+          f"{beam['seconds'] / chunked['seconds']:.1f}x, " +
+          ("the same folder byte for byte. " if beam["same_folder"] else "different folders. ") +
+          "The DirectRunner runs every stage in one process, element by element: the figure is "
+          "the pipeline's overhead on one machine, not what a cluster runner spreads over "
+          f"workers. The load average reached {load:.1f} on {cores} cores" +
+          (": other processes shared the machine, so the times are upper bounds."
+           if load >= cores else ".")]
+
+
 def render(everything) -> str:
   lines = ["# Benchmarks", "",
            "Written by `make bench` (`python -m benchmarks.run_all`) from `benchmarks.json`. "
@@ -515,6 +537,8 @@ def render(everything) -> str:
       lines += ["Same process, as ratios to the default:", "", *comparisons, ""]
     if name == "events_import":
       lines += [*events_import_notes(everything), ""]
+    if name == "events_beam":
+      lines += [*events_beam_notes(everything), ""]
     parts = breakdown(rows)
     if parts:
       lines += ["Where the default step's time beyond the floor goes (each part timed alone, "

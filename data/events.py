@@ -21,6 +21,11 @@ the log's size, and the log may be in any order:
    start), so sessions come oldest first; the test cut, the items seen in training, the
    validation split and the shards are streamed from them (test sessions, reordered after their
    unseen items are dropped, go through a second set of buckets).
+
+The rules of the stages are module-level functions (`cut_sessions`, `filter_round` and
+`Steps.add_round`, `TestSplit`, `split_side`, `keep_seen_items`, `dropped_examples`,
+`validation_sessions`, `write_imported_files`), which `data.events_beam` runs as an Apache Beam
+pipeline that writes the same folder.
 """
 
 import contextlib
@@ -79,21 +84,112 @@ class _Store:
 
 
 @dataclasses.dataclass
-class _Steps:
+class RoundCounts:
+  """One round of the session-length filter (`filter_round`), summed over sessions.
+
+  Attributes:
+    before: events and sessions entering the round (for a round after the first: the sessions
+      its predecessor kept, with events left by the item mask).
+    after: events and sessions long enough.
+    changed: a session entering the round was too short.
+    counted: `filter_round`'s, per event: whether it counts for the item support (its item is
+      alive and its session long enough); None in a sum.
+  """
+  before: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2, np.int64))
+  after: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2, np.int64))
+  changed: bool = False
+  counted: Optional[np.ndarray] = None
+
+  def __add__(self, other: "RoundCounts") -> "RoundCounts":
+    return RoundCounts(self.before + other.before, self.after + other.after,
+                       self.changed or other.changed)
+
+
+def filter_round(min_session_length: int, session: np.ndarray, num_sessions: int,
+                 alive: np.ndarray, alive_before: Optional[np.ndarray]) -> RoundCounts:
+  """The session-length filter of one round over the events `[n]` of `num_sessions` sessions
+  (`session` their index), `alive` where the round's item mask keeps the event, `alive_before`
+  where the previous round's did (None in the first round)."""
+  lengths = np.bincount(session[alive], minlength=num_sessions)
+  entering = (lengths > 0) if alive_before is None else (
+      np.bincount(session[alive_before], minlength=num_sessions) >= min_session_length) & (
+          lengths > 0)
+  long_enough = lengths >= min_session_length
+  return RoundCounts(np.array([lengths[entering].sum(), entering.sum()], np.int64),
+                     np.array([lengths[long_enough].sum(), long_enough.sum()], np.int64),
+                     bool(np.any(entering & ~long_enough)), alive & long_enough[session])
+
+
+def final_filter_step(config: events_config.EventsConfig) -> str:
+  """The step name of the sessions left by all filters."""
+  return (f"min_item_support={config.min_item_support}, "
+          f"min_session_length={config.min_session_length}")
+
+
+@dataclasses.dataclass
+class Steps:
   """Events and sessions left after each step, for the log, stats.json and the empty-log error."""
+  path: str
   rows: List[Tuple[str, int, int]] = dataclasses.field(default_factory=list)
 
   def add(self, step: str, events: int, sessions: int) -> None:
     self.rows.append((step, int(events), int(sessions)))
     logging.info("%-34s %12s events %11s sessions", step, f"{events:,}", f"{sessions:,}")
 
-  def check_not_empty(self, path: str) -> None:
+  def check_not_empty(self) -> None:
     step, _, sessions = self.rows[-1]
     if not sessions:
-      raise EventLogError(path, f"no session is left after the filter {step} (events and "
+      raise EventLogError(self.path, f"no session is left after the filter {step} (events and "
                           "sessions after each step: " + "; ".join(
                               f"{name} {events:,}/{count:,}" for name, events, count in self.rows)
                           + ")")
+
+  def add_read(self, config: events_config.EventsConfig, sizes: np.ndarray,
+               sessions: int) -> None:
+    """The rows of step 2: events read, after `remove_repeats`, after `max_session_length`."""
+    self.add("read", sizes[0], sessions)
+    if config.remove_repeats:
+      self.add("remove_repeats", sizes[1], sessions)
+    if config.max_session_length:
+      self.add(f"max_session_length={config.max_session_length}", sizes[2], sessions)
+
+  def add_round(self, config: events_config.EventsConfig, round_number: int,
+                counts: RoundCounts, rare: bool) -> bool:
+    """Records a round of the filters (`rare`: it found items below the support); returns
+    whether the rounds stop (one round, or `filter_until_stable` and nothing changed).
+
+    Raises:
+      EventLogError: the round left no session.
+    """
+    suffix = f" (round {round_number})" if config.filter_until_stable else ""
+    if round_number == 1 and config.top_items:
+      self.add(f"top_items={config.top_items}", *counts.before)
+    elif round_number > 1:
+      self.add(f"min_item_support={config.min_item_support} (round {round_number - 1})",
+               *counts.before)
+    self.add(f"min_session_length={config.min_session_length}{suffix}", *counts.after)
+    self.check_not_empty()
+    if not config.filter_until_stable:
+      return True
+    if not (counts.changed or rare):
+      self.rows.pop()  # the last round removed nothing: its counts repeat the previous
+      return True
+    return False
+
+  def add_test(self, config: events_config.EventsConfig, description: str,
+               before: Tuple[int, int], test: SplitCounts) -> None:
+    """The rows of the test split before and after its sessions keep items seen in training.
+
+    Raises:
+      EventLogError: no test session is left.
+    """
+    self.add("test split: " + description, *before)
+    self.add("test: items seen in training, min_session_length", test.clicks, test.sessions)
+    if not test.sessions:
+      raise EventLogError(self.path, f"no test session is left: the test split "
+                          f"({description}, {before[1]:,} sessions) has no "
+                          f"session with {config.min_session_length} or more events of "
+                          "items seen in training")
 
   def as_list(self) -> List[Dict]:
     return [{"step": step, "events": events, "sessions": sessions}
@@ -132,6 +228,183 @@ def _lists(lengths: np.ndarray, items: np.ndarray, block: int = 1 << 16) -> Iter
     for end in (ends[first:last] - start).tolist():
       yield values[begin:end]
       begin = end
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionCut:
+  """The sessions of some ids' events, after `remove_repeats` and `max_session_length`.
+
+  Per session `[sessions]`, in order of (id, start): `key_row` (the first row of its id), `seq`
+  (its rank among its id's sessions), `last_time` (with `session_time=last_row`: the time of its
+  last row before any filter; else 0). Per event kept `[events]`, a session's events contiguous
+  and in time order: `item`, `time`, `session` (index into the per-session arrays), and with
+  `top_items` `event_key_row` and `position` (the event's rank among its id's kept events; else
+  None). `sizes`: events read, after repeats, after truncation.
+  """
+  key_row: np.ndarray
+  seq: np.ndarray
+  last_time: np.ndarray
+  item: np.ndarray
+  time: np.ndarray
+  session: np.ndarray
+  event_key_row: Optional[np.ndarray]
+  position: Optional[np.ndarray]
+  sizes: np.ndarray
+
+
+def cut_sessions(config: events_config.EventsConfig, key: np.ndarray, when: np.ndarray,
+                 item: np.ndarray, row: np.ndarray) -> SessionCut:
+  """Sessions of events `[n]` (int ids `key`, ms `when`, items `item`, 0-based file `row`) of any
+  number of whole ids (all events of an id), cut and filtered by `config` (steps 2 and the first
+  two filters of `data.events_config`). The chunked importer calls it per partition, the Beam
+  pipeline (`data.events_beam`) per id."""
+  order = np.lexsort((row, when, key))
+  key, when, item, row = key[order], when[order], item[order], row[order]
+  del order
+  new_key = _groups(key)
+  new_session = new_key.copy()
+  if config.user_column:
+    new_session[1:] |= (when[1:] - when[:-1]) > round(config.session_gap_seconds * 1000)
+  key_index = np.cumsum(new_key) - 1
+  key_row = np.minimum.reduceat(row, np.flatnonzero(new_key))[key_index]  # per event
+  session = np.cumsum(new_session) - 1
+  starts = np.flatnonzero(new_session)
+  num_sessions = len(starts)
+  first_of_key = np.flatnonzero(_groups(key_index[starts]))
+  seq = np.arange(num_sessions) - np.repeat(first_of_key,
+                                            np.diff(np.append(first_of_key, num_sessions)))
+  if config.session_time == "last_row":
+    by_row = np.lexsort((row, session))
+    last_time = when[by_row[np.append(starts[1:], len(session)) - 1]]
+  else:
+    last_time = np.zeros(num_sessions, np.int64)
+  sizes = [len(item)]
+  keep = np.ones(len(item), bool)
+  if config.remove_repeats:
+    keep[1:] = new_session[1:] | (item[1:] != item[:-1])
+  sizes.append(int(keep.sum()))
+  if config.max_session_length:
+    kept = np.flatnonzero(keep)
+    keep[kept[_positions(session[kept]) >= config.max_session_length]] = False
+  sizes.append(int(keep.sum()))
+  first_seen = (key_row[keep], _positions(key_index[keep])) if config.top_items else (None, None)
+  return SessionCut(key_row[starts], seq, last_time, item[keep], when[keep], session[keep],
+                    *first_seen, np.array(sizes))
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSplit:
+  """The test split's rule (step 5 of `data.events_config`) for sessions of times up to
+  `latest` (in `session_time_unit`).
+
+  Attributes:
+    split_time: with `test_days`, the first time of the test split; else None.
+    rank: with `test_fraction`, the position of the oldest test session in time order; else None.
+    description: the split in words, for the steps and the errors.
+  """
+  split_time: Optional[int]
+  rank: Optional[int]
+  description: str
+
+  @classmethod
+  def of(cls, config: events_config.EventsConfig, latest: int, num_sessions: int) -> "TestSplit":
+    """Raises: EventLogError: the fraction of the sessions is no session."""
+    if config.test_days:
+      unit_ms = events_config.TIME_UNITS_MS[config.session_time_unit]
+      return cls(latest - config.test_days * (events_config.MS_PER_DAY // unit_ms), None,
+                 f"the last {config.test_days} day(s)")
+    num_test = int(config.test_fraction * num_sessions)
+    if not num_test:
+      raise EventLogError(config.path, f"--test_fraction={config.test_fraction} of "
+                          f"{num_sessions:,} sessions is no session")
+    return cls(None, num_sessions - num_test, f"the newest {config.test_fraction} of the sessions")
+
+  def check(self, path: str, train_sessions: int, test_sessions: int, dropped: int) -> None:
+    """Raises: EventLogError: either side of the split is empty."""
+    if dropped:
+      logging.info("%s sessions dropped: their time is the split time", f"{dropped:,}")
+    if not train_sessions:
+      raise EventLogError(path, f"the training split is empty: the test split "
+                          f"({self.description}) holds all "
+                          f"{train_sessions + test_sessions + dropped:,} sessions")
+    if not test_sessions:
+      raise EventLogError(path, f"the test split ({self.description}) holds no session")
+
+
+def split_side(config: events_config.EventsConfig, time_: np.ndarray, key_row: np.ndarray,
+               seq: np.ndarray, split_time: Optional[int],
+               cut: Optional[Tuple[int, int, int]]) -> np.ndarray:
+  """int8 per session `[n]`: 0 training, 1 test, -1 dropped (exactly at the split time).
+
+  Args:
+    time_, key_row, seq: the sessions' order (time, first row of the id, rank in the id).
+    split_time: with `test_days`, `TestSplit.split_time`.
+    cut: with `test_fraction`, the order of the oldest test session.
+  """
+  if config.test_days:
+    side = (time_ >= split_time).astype(np.int8)
+    if config.drop_sessions_at_split:
+      side[time_ == split_time] = -1
+    return side
+  cut_time, cut_row, cut_seq = cut
+  return ((time_ > cut_time) | ((time_ == cut_time) & (
+      (key_row > cut_row) | ((key_row == cut_row) & (seq >= cut_seq))))).astype(np.int8)
+
+
+def bucket_bounds(sorted_sample: np.ndarray, num_buckets: int) -> np.ndarray:
+  """The times that cut a sample of session times `[n]` (sorted) into `num_buckets` ranges of
+  about as many sessions (fewer where times repeat); a session of time t goes to bucket
+  `searchsorted(bounds, t, side="right")`."""
+  if not len(sorted_sample):
+    return np.zeros(0, np.int64)
+  return np.unique(sorted_sample[(np.arange(1, num_buckets) * len(sorted_sample)) // num_buckets])
+
+
+def keep_seen_items(config: events_config.EventsConfig, time_: np.ndarray, length: np.ndarray,
+                    seen: np.ndarray,
+                    event_time: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                     np.ndarray]:
+  """Test sessions (`time_`, `length` `[sessions]`; `seen`, `event_time` `[events]`, whether the
+  item is in a training session) reduced to their events of items seen in training.
+
+  Returns:
+    keep `[sessions]` (long enough), their new lengths `[sessions]`, the events kept `[events]`
+    and the kept sessions' times (with `session_time=end` their new latest event's).
+  """
+  unit_ms = events_config.TIME_UNITS_MS[config.session_time_unit]
+  session = np.repeat(np.arange(len(length)), length)
+  new_length = np.bincount(session[seen], minlength=len(length))
+  keep = new_length >= config.min_session_length
+  events = seen & keep[session]
+  new_time = time_[keep]
+  if config.session_time == "end" and events.any():
+    kept_session = session[events]
+    ends = np.append(np.flatnonzero(_groups(kept_session))[1:], len(kept_session)) - 1
+    new_time = np.floor_divide(event_time[events][ends], unit_ms)
+  return keep, new_length, events, new_time
+
+
+def dropped_examples(config: events_config.EventsConfig, path: str, train_examples: int) -> int:
+  """How many of the oldest training examples `train_examples_divisor` drops (-1: none).
+
+  Raises:
+    EventLogError: too few examples to keep any.
+  """
+  divisor = config.train_examples_divisor
+  if divisor == 1:
+    return -1
+  if not train_examples // divisor:
+    raise EventLogError(path, f"{train_examples:,} training examples are too few to keep "
+                        f"1/{divisor}")
+  return train_examples - train_examples // divisor
+
+
+def validation_sessions(path: str, num_train: int, fraction: float) -> int:
+  """`num_validation` of the kept training sessions. Raises: EventLogError: too few."""
+  try:
+    return num_validation(num_train, fraction)
+  except ValueError as error:
+    raise EventLogError(path, str(error)) from None
 
 
 class _Partitions:
@@ -206,7 +479,7 @@ class _Importer:
     self.config, self.resources, self.workspace = config, resources, workspace
     self.min_prefix_length = min_prefix_length
     self.path = config.path
-    self.steps = _Steps()
+    self.steps = Steps(self.path)
     self.unit_ms = events_config.TIME_UNITS_MS[config.session_time_unit]
     self.catalogue: Optional[Catalogue] = None
     self.num_partitions = 0
@@ -263,57 +536,22 @@ class _Importer:
       del table
       pa.default_memory_pool().release_unused()
     self.num_partitions = self.partitions.count
-    self.steps.add("read", totals[0], sessions)
-    if self.config.remove_repeats:
-      self.steps.add("remove_repeats", totals[1], sessions)
-    if self.config.max_session_length:
-      self.steps.add(f"max_session_length={self.config.max_session_length}", totals[2], sessions)
+    self.steps.add_read(self.config, totals, sessions)
 
   def _sessionize(self, part: int, table: pa.Table) -> Tuple[np.ndarray, int]:
     """Sessions of one partition's events; returns (events read, after repeats, after
     truncation) and the number of sessions."""
-    config = self.config
     keys = table.column("key")
     if pa.types.is_string(keys.type):
       keys = pc.dictionary_encode(keys.combine_chunks()).indices
-    key = keys.to_numpy()
-    when, item, row = (table.column(name).to_numpy() for name in ("time", "item", "row"))
-    order = np.lexsort((row, when, key))
-    key, when, item, row = key[order], when[order], item[order], row[order]
-    del order
-    new_key = _groups(key)
-    new_session = new_key.copy()
-    if config.user_column:
-      new_session[1:] |= (when[1:] - when[:-1]) > round(config.session_gap_seconds * 1000)
-    key_index = np.cumsum(new_key) - 1
-    key_row = np.minimum.reduceat(row, np.flatnonzero(new_key))[key_index]  # per event
-    session = np.cumsum(new_session) - 1
-    starts = np.flatnonzero(new_session)
-    num_sessions = len(starts)
-    first_of_key = np.flatnonzero(_groups(key_index[starts]))
-    seq = np.arange(num_sessions) - np.repeat(first_of_key,
-                                              np.diff(np.append(first_of_key, num_sessions)))
-    if config.session_time == "last_row":
-      by_row = np.lexsort((row, session))
-      last_time = when[by_row[np.append(starts[1:], len(session)) - 1]]
-    else:
-      last_time = np.zeros(num_sessions, np.int64)
-    self.store.append(part, key_row=key_row[starts], seq=seq, last_time=last_time)
-    sizes = [len(item)]
-    keep = np.ones(len(item), bool)
-    if config.remove_repeats:
-      keep[1:] = new_session[1:] | (item[1:] != item[:-1])
-    sizes.append(int(keep.sum()))
-    if config.max_session_length:
-      kept = np.flatnonzero(keep)
-      keep[kept[_positions(session[kept]) >= config.max_session_length]] = False
-    sizes.append(int(keep.sum()))
-    item, when, session = item[keep], when[keep], session[keep]
-    self.store.append(part, item=item, time=when, session=session)
-    self.counts += np.bincount(item, minlength=len(self.counts))
-    if config.top_items:
-      self._first_seen(item, key_row[keep], _positions(key_index[keep]))
-    return np.array(sizes), num_sessions
+    cut = cut_sessions(self.config, keys.to_numpy(),
+                       *(table.column(name).to_numpy() for name in ("time", "item", "row")))
+    self.store.append(part, key_row=cut.key_row, seq=cut.seq, last_time=cut.last_time)
+    self.store.append(part, item=cut.item, time=cut.time, session=cut.session)
+    self.counts += np.bincount(cut.item, minlength=len(self.counts))
+    if self.config.top_items:
+      self._first_seen(cut.item, cut.event_key_row, cut.position)
+    return cut.sizes, len(cut.seq)
 
   def _first_seen(self, item: np.ndarray, key_row: np.ndarray, position: np.ndarray) -> None:
     """Keeps, per item, the earliest (id's first row, position in the id's events) seen."""
@@ -346,36 +584,15 @@ class _Importer:
     previous = None  # the mask of the previous round: sessions it left shorter are gone
     for round_number in range(1, 1 << 30):
       counts = np.zeros(len(mask), np.int64)
-      before = np.zeros(2, np.int64)  # events, sessions entering this round
-      after = np.zeros(2, np.int64)   # after min_session_length
-      changed = False
+      totals = RoundCounts()
       for _, item, session, num_sessions in self._partition_sessions():
-        alive = mask[item]
-        lengths = np.bincount(session[alive], minlength=num_sessions)
-        entering = (lengths > 0) if previous is None else (
-            np.bincount(session[previous[item]], minlength=num_sessions)
-            >= config.min_session_length) & (lengths > 0)
-        long_enough = lengths >= config.min_session_length
-        changed |= bool(np.any(entering & ~long_enough))
-        before += (lengths[entering].sum(), entering.sum())
-        after += (lengths[long_enough].sum(), long_enough.sum())
-        counted = alive & long_enough[session]
-        counts += np.bincount(item[counted], minlength=len(mask))
-      suffix = f" (round {round_number})" if config.filter_until_stable else ""
-      if round_number == 1 and config.top_items:
-        self.steps.add(f"top_items={config.top_items}", *before)
-      elif round_number > 1:
-        self.steps.add(f"min_item_support={config.min_item_support}"
-                       f" (round {round_number - 1})", *before)
-      self.steps.add(f"min_session_length={config.min_session_length}{suffix}", *after)
-      self.steps.check_not_empty(self.path)
-      rare = (counts > 0) & (counts < config.min_item_support)
-      changed |= bool(rare.any())
+        result = filter_round(config.min_session_length, session, num_sessions, mask[item],
+                              None if previous is None else previous[item])
+        totals += result
+        counts += np.bincount(item[result.counted], minlength=len(mask))
+      rare = bool(((counts > 0) & (counts < config.min_item_support)).any())
       previous, mask = mask, mask & (counts >= config.min_item_support)
-      if not config.filter_until_stable:
-        break
-      if not changed:
-        self.steps.rows.pop()  # the last round removed nothing: its counts repeat the previous
+      if self.steps.add_round(config, round_number, totals, rare):
         break
     self.mask = mask
 
@@ -418,13 +635,11 @@ class _Importer:
       self.latest = times.max() if self.latest is None else max(self.latest, times.max())
       events += len(alive["item"])
       sessions += len(times)
-    self.steps.add(f"min_item_support={self.config.min_item_support}, "
-                   f"min_session_length={self.config.min_session_length}", events, sessions)
-    self.steps.check_not_empty(self.path)
+    self.steps.add(final_filter_step(self.config), events, sessions)
+    self.steps.check_not_empty()
     num_buckets = max(1, math.ceil(events * BUCKET_BYTES_PER_EVENT /
                                    self.resources.memory_bytes))
-    sample = np.sort(np.concatenate(samples))
-    self.boundaries = np.unique(sample[(np.arange(1, num_buckets) * len(sample)) // num_buckets])
+    self.boundaries = bucket_bounds(np.sort(np.concatenate(samples)), num_buckets)
     self.buckets = _Store(os.path.join(self.workspace, "buckets"), _BUCKET_DTYPES)
     self.bucket_sessions = np.zeros(len(self.boundaries) + 1, np.int64)
     for part in tqdm.tqdm(range(self.num_partitions), desc="ordering", leave=False, disable=None):
@@ -463,16 +678,10 @@ class _Importer:
   def split(self) -> None:
     """The test split's rule (`_side`), the training counts and the items seen in training."""
     config = self.config
-    if config.test_days:
-      self.split_time = self.latest - config.test_days * (events_config.MS_PER_DAY //
-                                                          self.unit_ms)
-      description = f"the last {config.test_days} day(s)"
-    else:
-      num_test = int(config.test_fraction * self.num_sessions)
-      if not num_test:
-        raise EventLogError(self.path, f"--test_fraction={config.test_fraction} of "
-                            f"{self.num_sessions:,} sessions is no session")
-      rank = self.num_sessions - num_test
+    rule = TestSplit.of(config, self.latest, self.num_sessions)
+    self.split_time, description = rule.split_time, rule.description
+    if not config.test_days:
+      rank = rule.rank
       before = np.cumsum(self.bucket_sessions) - self.bucket_sessions
       self.cut_bucket = int(np.searchsorted(before, rank, side="right") - 1)
       cut = self._sorted(self.buckets, self.cut_bucket)
@@ -490,29 +699,17 @@ class _Importer:
       train.add(length[side == 0])
       num_test += int((side == 1).sum())
       dropped += int((side < 0).sum())
-    if dropped:
-      logging.info("%s sessions dropped: their time is the split time", f"{dropped:,}")
-    if not train.sessions:
-      raise EventLogError(self.path, f"the training split is empty: the test split "
-                          f"({description}) holds all {self.num_sessions:,} sessions")
-    if not num_test:
-      raise EventLogError(self.path, f"the test split ({description}) holds no session")
+    rule.check(self.path, train.sessions, num_test, dropped)
     self.train = train
     self.test_description = description
 
   def _side(self, bucket: int, time_: np.ndarray, key_row: np.ndarray,
             seq: np.ndarray) -> np.ndarray:
     """int8 per session: 0 training, 1 test, -1 dropped (exactly at the split time)."""
-    if self.config.test_days:
-      side = (time_ >= self.split_time).astype(np.int8)
-      if self.config.drop_sessions_at_split:
-        side[time_ == self.split_time] = -1
-      return side
-    if bucket != self.cut_bucket:
+    if not self.config.test_days and bucket != self.cut_bucket:
       return np.full(len(time_), int(bucket > self.cut_bucket), np.int8)
-    cut_time, cut_row, cut_seq = self.cut
-    return ((time_ > cut_time) | ((time_ == cut_time) & (
-        (key_row > cut_row) | ((key_row == cut_row) & (seq >= cut_seq))))).astype(np.int8)
+    return split_side(self.config, time_, key_row, seq, self.split_time,
+                      None if self.config.test_days else self.cut)
 
   def test_sessions(self) -> None:
     """Test events of items seen in training only; test sessions long enough, re-bucketed by
@@ -532,40 +729,21 @@ class _Importer:
       item, event_time, length = item[events], event_time[events], length[is_test]
       events_before += len(item)
       sessions_before += len(length)
-      session = np.repeat(np.arange(len(length)), length)
-      seen = self.in_train[item]
-      new_length = np.bincount(session[seen], minlength=len(length))
-      keep = new_length >= self.config.min_session_length
-      events = seen & keep[session]
-      new_time = time_[is_test][keep]
-      if self.config.session_time == "end" and events.any():
-        kept_session = session[events]
-        ends = np.append(np.flatnonzero(_groups(kept_session))[1:], len(kept_session)) - 1
-        new_time = np.floor_divide(event_time[events][ends], self.unit_ms)
+      keep, new_length, events, new_time = keep_seen_items(
+          self.config, time_[is_test], length, self.in_train[item], event_time)
       self.test.add(new_length[keep])
       self.in_test[item[events]] = True
       self._to_buckets(self.test_buckets, {
           "time": new_time, "key_row": key_row[is_test][keep], "seq": seq[is_test][keep],
           "length": new_length[keep], "item": item[events],
           "event_time": event_time[events]}, self.test_bucket_sessions)
-    self.steps.add("test split: " + self.test_description, events_before, sessions_before)
-    self.steps.add("test: items seen in training, min_session_length", self.test.clicks,
-                   self.test.sessions)
-    if not self.test.sessions:
-      raise EventLogError(self.path, f"no test session is left: the test split "
-                          f"({self.test_description}, {sessions_before:,} sessions) has no "
-                          f"session with {self.config.min_session_length} or more events of "
-                          "items seen in training")
+    self.steps.add_test(self.config, self.test_description, (events_before, sessions_before),
+                        self.test)
 
   def _train_sessions(self, lookup: Optional[np.ndarray] = None) -> Iterator[List[int]]:
     """The training sessions, oldest first, as lists of item codes (or of `lookup[code]`),
     after the examples divisor."""
-    divisor = self.config.train_examples_divisor
-    kept_examples = self.train.examples // divisor
-    if divisor > 1 and not kept_examples:
-      raise EventLogError(self.path, f"{self.train.examples:,} training examples are too few "
-                          f"to keep 1/{divisor}")
-    drop = self.train.examples - kept_examples if divisor > 1 else -1
+    drop = dropped_examples(self.config, self.path, self.train.examples)
     seen = 0
     for bucket in range(len(self.bucket_sessions)):
       sessions = self._sorted(self.buckets, bucket)
@@ -606,10 +784,7 @@ class _Importer:
     lookup = np.zeros(len(self.mask), np.int64)
     lookup[codes] = [index_of[name] for name in self.catalogue.raw_ids(codes)]
     num_train_sessions = self.kept_train.sessions
-    try:
-      num_valid = num_validation(num_train_sessions, validation_fraction)
-    except ValueError as error:
-      raise EventLogError(self.path, str(error)) from None
+    num_valid = validation_sessions(self.path, num_train_sessions, validation_fraction)
     writers = {
         "train": ShardWriter(directory, "train", num_train_sessions - num_valid, num_shards,
                              self.min_prefix_length),
@@ -646,7 +821,7 @@ _BUCKET_DTYPES = {"time": np.int64, "key_row": np.int64, "seq": np.int64, "lengt
 
 
 @contextlib.contextmanager
-def _workspace(parent: str, name: str) -> Iterator[str]:
+def temporary_workspace(parent: str, name: str) -> Iterator[str]:
   """A temporary folder in `parent` (made if missing, and removed again if it was), removed at
   the end whatever happens."""
   made = []
@@ -675,7 +850,7 @@ def import_events(config: PrepareConfig, spec: DatasetSpec, directory: str,
   """
   events = config.events
   seconds = {}
-  with _workspace(resources.temp_dir or os.path.dirname(os.path.abspath(directory)),
+  with temporary_workspace(resources.temp_dir or os.path.dirname(os.path.abspath(directory)),
                   spec.name) as workspace:
     importer = _Importer(events, spec.min_prefix_length, resources, workspace)
     for stage in (importer.read, importer.sessions, importer.filters, importer.order,
@@ -690,18 +865,28 @@ def import_events(config: PrepareConfig, spec: DatasetSpec, directory: str,
       shards, counts = importer.write(temporary, vocabulary, config.num_shards,
                                       config.validation_fraction)
       seconds["write"] = round(time.perf_counter() - started, 2)
-      stats = stats_from_counts(counts["train"], counts["valid"], counts["test"],
-                                vocabulary.size, importer.items_in_train)
-      preset = events_config.PRESETS.get(events.preset)
-      stats.update({
-          "dataset": spec.name,
-          "protocol": (preset.protocol + ", " if preset else "") + "event-log import",
-          "source": f"event log {events.path}",
-          "validation_fraction": config.validation_fraction,
-          "import": {"rows": importer.rows, "rows_skipped": importer.rows_skipped,
-                     "partitions": importer.num_partitions,
-                     "buckets": len(importer.bucket_sessions),
-                     "steps": importer.steps.as_list()},
-      })
-      write_folder_files(temporary, config, spec, vocabulary, stats, shards)
-  logging.info("Imported %s; seconds per stage: %s", events.path, json.dumps(seconds))
+      write_imported_files(temporary, config, spec, vocabulary, counts, importer.items_in_train,
+                           importer.rows, importer.rows_skipped, importer.steps, shards)
+  logging.info("Imported %s (%d partitions, %d buckets); seconds per stage: %s", events.path,
+               importer.num_partitions, len(importer.bucket_sessions), json.dumps(seconds))
+
+
+def write_imported_files(directory: str, config: PrepareConfig, spec: DatasetSpec,
+                         vocabulary: Vocabulary, counts: Dict[str, SplitCounts],
+                         items_in_train: int, rows: int, rows_skipped: int, steps: Steps,
+                         shards: Dict[str, List[Dict]]) -> None:
+  """Writes an imported folder's `vocab.txt`, `stats.json` and `manifest.json` beside its
+  shards. What they hold depends on the log and `config` only, not on how the import ran (its
+  memory budget, partitions, runner): the chunked importer and the Beam pipeline write the same
+  bytes."""
+  stats = stats_from_counts(counts["train"], counts["valid"], counts["test"], vocabulary.size,
+                            items_in_train)
+  preset = events_config.PRESETS.get(config.events.preset)
+  stats.update({
+      "dataset": spec.name,
+      "protocol": (preset.protocol + ", " if preset else "") + "event-log import",
+      "source": f"event log {config.events.path}",
+      "validation_fraction": config.validation_fraction,
+      "import": {"rows": rows, "rows_skipped": rows_skipped, "steps": steps.as_list()},
+  })
+  write_folder_files(directory, config, spec, vocabulary, stats, shards)

@@ -63,7 +63,7 @@ class EventsConfig:
   """The options of one event-log import (see the module docstring for the model).
 
   `file_format` and `delimiter` left empty are filled in from the file name; `path` is made
-  absolute.
+  absolute (a URI such as `gs://bucket/log.csv` is kept as it is).
 
   Raises:
     ValueError: on construction, for a missing or contradictory option, naming its flag.
@@ -118,7 +118,8 @@ class EventsConfig:
   def __post_init__(self):
     if not self.path:
       raise ValueError("--events: name the event log file")
-    object.__setattr__(self, "path", os.path.abspath(self.path))
+    if "://" not in self.path:  # a URI (gs://...) stays as it is
+      object.__setattr__(self, "path", os.path.abspath(self.path))
     object.__setattr__(self, "column_names", tuple(self.column_names))
     if not self.file_format:
       object.__setattr__(self, "file_format", detect_format(self.path))

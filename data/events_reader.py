@@ -15,6 +15,9 @@ lines are its rows, an empty line or a quoted line break is an error) and the co
   UTF-8, corrupt or truncated gzip data.
 
 Integer ids are read as int64 (so `007` and `7` are one id, written `7`); string ids as written.
+
+`plan_parts` splits a log into `FilePart`s that readers read at the same time (the Beam
+pipeline, `data.events_beam`): Parquet row groups, or whole lines of a plain CSV/TSV file.
 """
 
 import dataclasses
@@ -25,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 
 from data import raw_formats
@@ -100,6 +104,15 @@ def partition_of(keys: Ids, num_partitions: int, salt: int = 0) -> np.ndarray:
   dictionary = encoded.dictionary.cast(pa.binary()).to_pylist()
   hashes = np.fromiter((zlib.crc32(key, salt) for key in dictionary), np.int64, len(dictionary))
   return (hashes % num_partitions)[encoded.indices.to_numpy()]
+
+
+def open_input(path: str) -> pa.NativeFile:
+  """The file `path` for random-access reading: a local path, or a URI of a file system pyarrow
+  reaches (`gs://`, `s3://`, `hdfs://`), as the Beam pipeline's workers read a log."""
+  if "://" not in path:
+    return pa.OSFile(path, "rb")
+  file_system, inner = pa_fs.FileSystem.from_uri(path)
+  return file_system.open_input_file(inner)
 
 
 class _Locator:
@@ -284,8 +297,79 @@ def _offsets(array: pa.Array, name: str, where: _Locator) -> np.ndarray:
   return pc.cast(array, pa.int64()).to_numpy()
 
 
+@dataclasses.dataclass(frozen=True)
+class FilePart:
+  """A part of a log that a reader reads alone (`plan_parts`).
+
+  Attributes:
+    start, stop: for CSV/TSV (not gzip), the bytes of whole lines `[start, stop)`; for Parquet,
+      the row groups `[start, stop)`.
+    names: for a CSV/TSV part after the first, the file's column names (its header line, or
+      `column_names`).
+  """
+  start: int
+  stop: int
+  names: Tuple[str, ...] = ()
+
+
+def plan_parts(config: EventsConfig, part_bytes: int) -> List[Optional[FilePart]]:
+  """The log split into parts of about `part_bytes` that readers read at the same time: Parquet
+  by row groups, plain CSV/TSV at line starts. A gzip file (a stream that cannot be split), a
+  small file, or one that cannot be opened or read is one part, None: the whole file."""
+  try:
+    with open_input(config.path) as source:
+      size = source.size()
+      if config.file_format == "parquet":
+        metadata = pq.ParquetFile(source).metadata
+        parts, start, gathered = [], 0, 0
+        for group in range(metadata.num_row_groups):
+          gathered += metadata.row_group(group).total_byte_size
+          if gathered >= part_bytes or group == metadata.num_row_groups - 1:
+            parts.append(FilePart(start, group + 1))
+            start, gathered = group + 1, 0
+        return parts if len(parts) > 1 else [None]
+      if source.read(2) == _GZIP_MAGIC or size <= part_bytes:
+        return [None]
+      names = tuple(config.column_names) or _header(source, config.delimiter)
+      starts = [0]
+      for guess in range(part_bytes, size, part_bytes):
+        source.seek(max(guess - 1, starts[-1]))
+        while True:  # the next line's start
+          block = source.read(1 << 16)
+          if not block:
+            break
+          newline = block.find(b"\n")
+          if newline >= 0:
+            starts.append(source.tell() - len(block) + newline + 1)
+            break
+        if starts[-1] >= size:
+          starts.pop()
+          break
+      starts = sorted(set(starts))
+      return [FilePart(start, stop, names if start else ())
+              for start, stop in zip(starts, starts[1:] + [size])]
+  except (OSError, pa.ArrowException):
+    return [None]
+
+
+def _header(source: pa.NativeFile, delimiter: str) -> Tuple[str, ...]:
+  """The column names of a CSV/TSV file's header line."""
+  source.seek(0)
+  first = b""
+  while b"\n" not in first:
+    block = source.read(1 << 16)
+    if not block:
+      break
+    first += block
+  line = first.split(b"\n", 1)[0] + b"\n"
+  return tuple(pa_csv.open_csv(pa.BufferReader(line), parse_options=pa_csv.ParseOptions(
+      delimiter=delimiter)).schema.names)
+
+
 class EventReader:
-  """Iterates over an event log's `Chunk`s (see the module docstring).
+  """Iterates over an event log's `Chunk`s (see the module docstring), or over a `FilePart`'s:
+  then its rows are numbered from the part's first data row (0), and its errors are the first
+  of the part (not necessarily those of the whole file).
 
   Attributes:
     catalogue: the item codes of the chunks read so far.
@@ -294,8 +378,8 @@ class EventReader:
     size: the file's size in bytes; `position()` is how far the reading is, in the same unit.
   """
 
-  def __init__(self, config: EventsConfig, chunk_bytes: int):
-    self.config = config
+  def __init__(self, config: EventsConfig, chunk_bytes: int, part: Optional[FilePart] = None):
+    self.config, self.part = config, part
     self.chunk_bytes = max(int(chunk_bytes), 1 << 10)
     self.catalogue = Catalogue()
     self.rows_read = 0
@@ -307,14 +391,19 @@ class EventReader:
     self._parquet_rows = 0
     self._gzip = False
     try:
-      self._file = pa.OSFile(config.path, "rb")
-    except (FileNotFoundError, IsADirectoryError, PermissionError, OSError) as error:
+      self._file = open_input(config.path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, OSError,
+            pa.ArrowException) as error:
       raise EventLogError(config.path, f"cannot open the file ({error})") from None
     self.size = max(self._file.size(), 1)
 
   def close(self) -> None:
     if self._file is not None:
       self._file.close()
+
+  def id_kinds(self) -> Tuple[Optional[str], Optional[str]]:
+    """The kinds (integer, string) of the session (user) and item ids read; None before any."""
+    return self._ids["key"].kind, self._ids["item"].kind
 
   def estimated_rows(self) -> int:
     """The log's number of rows, estimated after the first chunk (exact for Parquet; for text,
@@ -361,7 +450,9 @@ class EventReader:
                     for g in range(metadata.num_row_groups)) / max(metadata.num_rows, 1)
     batch_rows = max(1, int(self.chunk_bytes / max(row_bytes, 1)))
     try:
-      for batch in parquet.iter_batches(batch_size=batch_rows, columns=self._needed()):
+      groups = None if self.part is None else range(self.part.start, self.part.stop)
+      for batch in parquet.iter_batches(batch_size=batch_rows, columns=self._needed(),
+                                        row_groups=groups):
         rows = np.arange(self.rows_read, self.rows_read + batch.num_rows, dtype=np.int64)
         self.rows_read += batch.num_rows
         yield batch, rows, None
@@ -376,6 +467,11 @@ class EventReader:
     self._gzip = magic == _GZIP_MAGIC
     stream = (pa.CompressedInputStream(self._file, "gzip") if magic == _GZIP_MAGIC
               else self._file)
+    names = list(config.column_names) or None
+    if self.part is not None:
+      self._file.seek(self.part.start)
+      stream = pa.BufferReader(self._file.read(self.part.stop - self.part.start))
+      names = list(self.part.names) or names
     skipped_lines, invalid = [], []
 
     def on_invalid_row(row) -> str:
@@ -385,9 +481,9 @@ class EventReader:
       invalid.append(row)
       return "error"
 
-    header = 0 if config.column_names else 1
+    header = 0 if names else 1
     read = pa_csv.ReadOptions(block_size=self.chunk_bytes, use_threads=False,
-                              column_names=list(config.column_names) or None)
+                              column_names=names)
     parse = pa_csv.ParseOptions(delimiter=config.delimiter, newlines_in_values=False,
                                 ignore_empty_lines=False, invalid_row_handler=on_invalid_row)
     missing = sorted(raw_formats.PANDAS_MISSING) if config.drop_missing else []
@@ -401,7 +497,7 @@ class EventReader:
         reader = pa_csv.open_csv(stream, read_options=read, parse_options=parse,
                                  convert_options=convert)
       except KeyError:
-        with pa.OSFile(path, "rb") as again:
+        with open_input(path) as again:
           stream = pa.CompressedInputStream(again, "gzip") if self._gzip else again
           names = pa_csv.open_csv(stream, read_options=read, parse_options=parse).schema.names
         raise self._missing_column(names) from None

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -81,12 +81,16 @@ def _reusable(directory: str, config: PrepareConfig) -> Optional[PreparedDataset
 def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = None,
             raw_dir: Optional[str] = None, allow_download: bool = True,
             overwrite: bool = False,
-            resources: Optional[ImportResources] = None) -> PreparedDataset:
+            resources: Optional[ImportResources] = None,
+            importer: Optional[Callable] = None) -> PreparedDataset:
   """Prepares `config.dataset` into `<output_dir>/<dataset>` and returns it (see module doc).
 
   Args:
     resources: how an event-log import (`config.events`) runs (chunk size, memory budget,
       temporary folder); None for the defaults.
+    importer: the function that imports an event log, called as `importer(config, spec,
+      directory, resources)`; None for the chunked importer `data.events.import_events` (the
+      Beam pipeline, `data.events_beam.import_events`, writes the same folder).
 
   Raises:
     DataFormatError: bad input (`EventLogError` for an event log).
@@ -102,8 +106,10 @@ def prepare(config: PrepareConfig, output_dir: str, data_dir: Optional[str] = No
       logging.info("Reusing the prepared dataset in %s", directory)
       return existing
   if config.events is not None:
-    from data import events  # pylint: disable=g-import-not-at-top  (imports pyarrow)
-    events.import_events(config, spec, directory, resources or ImportResources())
+    if importer is None:
+      from data import events  # pylint: disable=g-import-not-at-top  (imports pyarrow)
+      importer = events.import_events
+    importer(config, spec, directory, resources or ImportResources())
     return PreparedDataset.load(directory)
 
   train, test, source = registry.load_sessions(spec, data_dir=data_dir, raw_dir=raw_dir,
@@ -145,9 +151,9 @@ def format_stats(stats: Dict) -> str:
 FLAGS = flags.FLAGS
 
 
-def main(argv):
+def main(argv, importer: Optional[Callable] = None) -> int:
   """`python -m data.prepare`: prepares the dataset its flags (`data.flags`, and
-  `data.events_flags` for an import) ask for."""
+  `data.events_flags` for an import) ask for; an import with `importer` (see `prepare`)."""
   del argv
   # pylint: disable=g-import-not-at-top  (see __main__)
   from data import events_flags
@@ -162,7 +168,8 @@ def main(argv):
     dataset = prepare(config, FLAGS.output_dir,
                       data_dir=registry.resolve_data_dir(FLAGS.data_dir), raw_dir=FLAGS.raw_dir,
                       allow_download=FLAGS.download, overwrite=FLAGS.overwrite,
-                      resources=events_flags.import_resources_from_flags() if importing else None)
+                      resources=events_flags.import_resources_from_flags() if importing else None,
+                      importer=importer)
   except (DataFormatError, DatasetNotFoundError, ValueError) as error:
     print(f"error: {error}", file=sys.stderr)
     return EXIT_EVENTS_ERROR if importing or isinstance(error, EventLogError) else EXIT_ERROR

@@ -29,17 +29,31 @@ _FEATURES = {
 
 
 def serialize_session(items: Sequence[int], session_index: int) -> bytes:
+  """One session's `tf.train.Example`, its features in name order: deterministic serialization,
+  so the bytes do not depend on the process (protobuf orders map entries by a per-process hash
+  otherwise)."""
   features = tf.train.Features(feature={
       ITEMS_FEATURE: tf.train.Feature(int64_list=tf.train.Int64List(value=list(items))),
       SESSION_INDEX_FEATURE: tf.train.Feature(int64_list=tf.train.Int64List(value=[session_index])),
   })
-  return tf.train.Example(features=features).SerializeToString()
+  return tf.train.Example(features=features).SerializeToString(deterministic=True)
 
 
 def parse_sessions(serialized: tf.Tensor) -> tf.RaggedTensor:
   """Parses a batch of serialized examples into int32 sessions `[batch, (length)]`."""
   parsed = tf.io.parse_example(serialized, _FEATURES)
   return tf.cast(parsed[ITEMS_FEATURE], tf.int32)
+
+
+def shard_sizes(num_sessions: int, num_shards: int) -> List[int]:
+  """Sessions per shard of a split: `min(num_shards, num_sessions)` shards (at least one), the
+  blocks of `np.array_split`."""
+  count = max(1, min(num_shards, num_sessions))
+  return [len(block) for block in np.array_split(np.arange(num_sessions), count)]
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
 class ShardWriter:
@@ -57,15 +71,14 @@ class ShardWriter:
                min_prefix_length: int):
     self.directory, self.split, self.num_sessions = directory, split, num_sessions
     self.min_prefix_length = min_prefix_length
-    self.num_shards = max(1, min(num_shards, num_sessions))
-    self._sizes = [len(block) for block in np.array_split(np.arange(num_sessions),
-                                                          self.num_shards)]
+    self._sizes = shard_sizes(num_sessions, num_shards)
+    self.num_shards = len(self._sizes)
     self._entries: List[Dict] = []
     self._index = 0
     self._open = None
 
   def _start_shard(self) -> None:
-    name = f"{self.split}-{len(self._entries):05d}-of-{self.num_shards:05d}.tfrecord"
+    name = shard_name(self.split, len(self._entries), self.num_shards)
     output = atomic_output(f"{self.directory}/{name}")
     temporary = output.__enter__()  # pylint: disable=unnecessary-dunder-call
     self._open = {"name": name, "output": output, "writer": tf.io.TFRecordWriter(temporary),

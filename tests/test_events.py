@@ -70,9 +70,10 @@ def read_splits(dataset):
   return splits
 
 
-def folder_bytes(dataset):
-  """The prepared folder's shards and vocabulary, byte for byte."""
-  names = sorted(f for f in os.listdir(dataset.directory) if f.endswith((".tfrecord", ".txt")))
+def folder_bytes(dataset, everything=False):
+  """The prepared folder's shards and vocabulary (`everything`: all its files), byte for byte."""
+  names = sorted(f for f in os.listdir(dataset.directory)
+                 if everything or f.endswith((".tfrecord", ".txt")))
   return {name: open(os.path.join(dataset.directory, name), "rb").read() for name in names}
 
 
@@ -114,17 +115,28 @@ def test_csv_tsv_gzip_and_parquet_give_the_same_folder(tmp_path, generated_log):
     assert imported.stats()["table1"] == expected.stats()["table1"]
 
 
-def test_tiny_chunks_and_memory_give_the_same_folder(tmp_path, generated_log):
+def test_tiny_chunks_and_memory_give_the_same_folder(tmp_path, generated_log, monkeypatch):
+  importers = []
+
+  class Recorded(events._Importer):  # pylint: disable=protected-access
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      importers.append(self)
+
+  monkeypatch.setattr(events, "_Importer", Recorded)
   paths = write_formats(generated_log, tmp_path)
   whole = import_log(tmp_path, paths["csv.gz"], name="whole", **GENERATED)
-  assert whole.stats()["import"]["partitions"] == 1 and whole.stats()["import"]["buckets"] == 1
+  assert importers[-1].num_partitions == 1 and len(importers[-1].bucket_sessions) == 1
+  # The same log into the same folder: stats.json and manifest.json too are the same bytes.
+  expected = folder_bytes(whole, everything=True)
   for name in ("csv.gz", "parquet"):
-    chunked = import_log(tmp_path, paths[name], name="chunked_" + name.replace(".", "_"),
+    chunked = import_log(tmp_path, paths[name], name="whole",
                          resources=ImportResources(chunk_bytes=1024, memory_bytes=40_000),
                          **GENERATED)
-    assert chunked.stats()["import"]["partitions"] > 5, name
-    assert chunked.stats()["import"]["buckets"] > 3, name
-    assert folder_bytes(chunked) == folder_bytes(whole), name
+    assert importers[-1].num_partitions > 5, name
+    assert len(importers[-1].bucket_sessions) > 3, name
+    found = folder_bytes(chunked, everything=name == "csv.gz")
+    assert found == {file: expected[file] for file in found}, name
 
 
 def test_an_oversized_partition_is_spread_by_another_hash(tmp_path):

@@ -26,7 +26,8 @@ LAYERS = ("tfrs_attenmixer", "data", "trainer", "serving", "benchmarks")
 PREPARATION = ("data.prepare", "data.prepare_config", "data.flags", "data.registry",
                "data.download", "data.protocols", "data.raw_formats", "data.synthetic",
                "data.session_files", "data.events", "data.events_config", "data.events_flags",
-               "data.events_reader", "data.prepared_output")
+               "data.events_reader", "data.prepared_output", "data.events_beam",
+               "data.prepare_beam")
 SERVER = "serving.server"
 
 
