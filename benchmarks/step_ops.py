@@ -1,9 +1,11 @@
-"""Standalone op sequences that the training step is timed against (benchmarks.train_step).
+"""Standalone op sequences that the training step is timed against (benchmarks.train_step), and
+the timed steps' input (`warmed_iterator`, `batch_widths`).
 
 Flag-free, so that tests can check that what they time is the same work.
 """
 
-from typing import Callable, Dict
+import dataclasses
+from typing import Callable, Dict, Iterator, List, Tuple
 
 
 def floor_parts(batch_size: int, num_items: int, dim: int, dtype,
@@ -82,3 +84,43 @@ def tower_product_parts(batch_size: int, length: int, dim: int, num_heads: int,
     return outputs  # whole outputs, so that XLA computes all of them
 
   return {"tower_products": tower_products}
+
+
+def warmed_iterator(trainer) -> Tuple[Iterator, List[int]]:
+  """The trainer's training batches, after one step at every batch width the input can produce
+  (`length_multiple`), so that no timed step waits for XLA to compile a new width.
+
+  Returns:
+    The iterator, positioned on the first training batch, and the widths compiled.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from data.pipeline import make_dataset  # pylint: disable=g-import-not-at-top
+  config = trainer.input_config
+  multiple = config.length_multiple or config.max_length
+  widths = sorted({min(w, config.max_length)
+                   for w in range(multiple, config.max_length + multiple, multiple)})
+
+  def cut(index, batch):
+    items = batch["items"]
+    # The width from a tensor, so that the batch keeps the pipeline's [batch, None] shape.
+    keep = tf.minimum(tf.gather(widths, index), tf.shape(items)[1])
+    return {**batch, "items": items[:, tf.shape(items)[1] - keep:]}
+
+  def dataset_fn(context):
+    full = dataclasses.replace(config, length_multiple=0)
+    warm = make_dataset(trainer.prepared, "train", full, training=True,
+                        input_context=context).take(len(widths)).enumerate().map(cut)
+    return warm.concatenate(make_dataset(trainer.prepared, "train", config, training=True,
+                                         input_context=context))
+
+  iterator = iter(trainer.strategy.distribute_datasets_from_function(dataset_fn))
+  for _ in widths:
+    trainer._train_step(iterator).numpy()  # pylint: disable=protected-access
+  return iterator, widths
+
+
+def batch_widths(trainer, count: int) -> List[int]:
+  """The widths of the first `count` training batches (the timed ones come first)."""
+  from data.pipeline import make_dataset  # pylint: disable=g-import-not-at-top
+  return [int(batch["items"].shape[1]) for batch in make_dataset(
+      trainer.prepared, "train", trainer.input_config, training=True).take(count)]

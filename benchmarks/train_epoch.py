@@ -7,7 +7,9 @@ For each precision, first the step as `benchmarks.train_step` times it (the trai
 step on the input pipeline, `--steps` steps, median of `--repetitions`), then one epoch of
 `trainer.training.Trainer.train` in a fresh run folder, exactly what `python -m trainer.main`
 runs: input pipeline, steps, checkpoints every `checkpoint_every_steps`, the progress bar, and
-the evaluation of the validation and test splits. Recorded per precision: the step's and the
+the evaluation of the validation and test splits. The step is timed after one step at every
+batch width (`benchmarks.step_ops.warmed_iterator`), on the epoch's first batches: their mean
+width (`step_mean_batch_width`) is recorded beside the epoch's. Recorded per precision: the step's and the
 epoch's examples/s and their ratio (`epoch_over_step`), the epoch's training seconds, the
 evaluation's seconds and their ratio (`eval_over_epoch`), and the epoch's validation metrics.
 """
@@ -19,11 +21,14 @@ import statistics
 import tempfile
 from typing import Dict, List
 
+import numpy as np
+
 from absl import app
 from absl import flags
 from absl import logging
 
 from benchmarks import common
+from benchmarks import step_ops
 from data import flags as data_flags
 from data import registry
 from data.prepare import prepare
@@ -52,7 +57,8 @@ def measure(precision: str, prepared, scratch: str) -> Dict:
   config = dataclasses.replace(config, train=dataclasses.replace(
       config.train, mixed_precision=precision, epochs=1))
   step_trainer = _trainer(config, prepared, os.path.join(scratch, f"step-{precision}"))
-  iterator = iter(step_trainer._distributed("train", training=True))  # pylint: disable=protected-access
+  iterator, _ = step_ops.warmed_iterator(step_trainer)
+  widths = step_ops.batch_widths(step_trainer, step_trainer.steps_per_epoch)
   step_seconds = statistics.median(
       common.time_calls(lambda: step_trainer._train_step(iterator), FLAGS.steps)  # pylint: disable=protected-access
       for _ in range(FLAGS.repetitions))
@@ -72,6 +78,8 @@ def measure(precision: str, prepared, scratch: str) -> Dict:
       "epoch_seconds": record.train_seconds,
       "eval_seconds": record.eval_seconds,
       "eval_over_epoch": record.eval_seconds / record.train_seconds,
+      "step_mean_batch_width": float(np.mean(widths[:FLAGS.repetitions * (FLAGS.steps + 1)])),
+      "epoch_mean_batch_width": float(np.mean(widths)),
       "valid_hr_at_20": 100 * record.valid["hr_at_20"],
       "valid_mrr_at_20": 100 * record.valid["mrr_at_20"],
   }

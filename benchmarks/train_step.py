@@ -16,8 +16,11 @@ same step fed one batch cached in memory instead of the input pipeline, the boun
 prefetch or parallelism setting of the pipeline could reach (first variant only).
 
 `floor_tower_products_*_ms` times the query tower's own matrix products forward and backward
-(`step_ops.tower_product_parts`, float32 as the tower runs); `ratio_with_tower` is the step
-against the floor plus the faster of them.
+(`step_ops.tower_product_parts`, float32 as the tower runs, at the timed batches' mean width
+rounded: the trainer cuts each batch to its longest session, `--length_multiple`);
+`ratio_with_tower` is the step against the floor plus the faster of them. Before the timing, one
+step runs at every width the input can produce, so that no timed step waits for XLA to compile
+(`batch_widths`, `mean_batch_width`).
 
 `floor_update_fused_ms` times TensorFlow's fused Adam kernel (`ResourceApplyAdam`, which the
 trainer's `FusedAdam` runs) on the same table: it is faster than the floor's own update, so the
@@ -174,13 +177,15 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
   run_dir = os.path.join(FLAGS.output_dir, f".bench-run-{batch_size}")
   trainer = Trainer(config, prepared, run_dir, create_strategy(config.train.strategy),
                     TaskInfo("worker", 0, 1, True))
-  iterator = iter(trainer._distributed("train", training=True))  # pylint: disable=protected-access
+  iterator, widths = step_ops.warmed_iterator(trainer)
   step = lambda: trainer._train_step(iterator)  # pylint: disable=protected-access
   dtype = tf.bfloat16 if trainer.precision == "bfloat16" else tf.float32
+  mean_width = float(np.mean(step_ops.batch_widths(trainer,
+                                                    FLAGS.repetitions * (FLAGS.steps + 1))))
   floors = {kind: {**step_ops.floor_parts(batch_size, prepared.num_items,
                                          config.model.embedding_dim, dtype, jit),
                    **step_ops.tower_product_parts(
-                       batch_size, config.train.max_length, config.model.embedding_dim,
+                       batch_size, round(mean_width), config.model.embedding_dim,
                        config.model.num_heads, config.model.num_levels, tf.float32, jit)}
             for kind, jit in COMPILERS}
   parts = {}
@@ -216,6 +221,8 @@ def measure(batch_size: int, variant: str, with_parts: bool) -> Dict:
       "ratio": step_ms / floor,
       "strict_floor_ms": strict_floor,
       "strict_ratio": step_ms / strict_floor,
+      "batch_widths": widths,
+      "mean_batch_width": mean_width,
       "tower_floor_ms": tower_floor,
       "ratio_with_tower": step_ms / (floor + tower_floor),
       "examples_per_second": 1e3 * batch_size / step_ms,

@@ -21,6 +21,10 @@ class InputConfig:
       sessions, every epoch the same, so each epoch ends on the most recent sessions; the authors'
       code reads its training file in order) or "shuffled" (a seeded shuffle per epoch).
       Chronological is the default because validation favours it (results/README.md).
+    length_multiple: 0 keeps every batch `max_length` items wide; k > 0 cuts each batch's left
+      padding down to its longest session rounded up to a multiple of k (at most `max_length`),
+      so a batch of short sessions costs less and at most `ceil(max_length / k)` widths occur.
+      Only for models whose output does not depend on the amount of padding.
   """
   batch_size: int = 100
   max_length: int = 20
@@ -29,6 +33,7 @@ class InputConfig:
   cycle_length: int = 4
   shard_policy: str = "auto"
   train_order: str = "chronological"
+  length_multiple: int = 0
 
   def __post_init__(self):
     if self.shard_policy not in SHARD_POLICIES:
@@ -39,3 +44,5 @@ class InputConfig:
                  "cycle_length"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.length_multiple < 0:
+      raise ValueError(f"length_multiple must be >= 0, got {self.length_multiple}")

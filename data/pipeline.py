@@ -2,9 +2,11 @@
 
     files -> parallel interleave of TFRecord readers -> batches of serialized sessions
           -> parse + vectorised prefix expansion (`data.examples`) -> examples
-          -> shuffle -> (shard) -> batch -> prefetch
+          -> shuffle -> (shard) -> batch -> (trim padding) -> prefetch
 
-Batches are `{"items": int32 [batch, max_length] (left-padded), "target": int32 [batch]}`.
+Batches are `{"items": int32 [batch, max_length] (left-padded), "target": int32 [batch]}`; with
+`InputConfig.length_multiple` the items are [batch, width], `width` the batch's longest session
+rounded up (`trim_padding`).
 
 Training order is a pure function of `(seed, epoch)`: the same call gives the same batches, so an
 interrupted epoch resumes exactly with `dataset.skip(steps_done)`. With
@@ -18,7 +20,7 @@ many files as pipelines (`shard_policy="auto"` or `"file"`), otherwise every n-t
 chronological training by example, so that the global batches keep the time order.
 """
 
-from typing import Optional
+from typing import Dict, Optional
 
 import tensorflow as tf
 
@@ -47,7 +49,8 @@ def make_dataset(prepared: PreparedDataset,
     input_context: set under `tf.distribute`: which of how many pipelines this is.
 
   Returns:
-    A dataset of `{"items": [b, max_length], "target": [b]}` with `b` the per-replica batch size.
+    A dataset of `{"items": [b, max_length], "target": [b]}` with `b` the per-replica batch size
+    (`[b, width]` items with `config.length_multiple`, see `trim_padding`).
   """
   files = prepared.files(split)
   num_pipelines = input_context.num_input_pipelines if input_context else 1
@@ -81,10 +84,30 @@ def make_dataset(prepared: PreparedDataset,
     dataset = dataset.shard(num_pipelines, pipeline_id)
   dataset = dataset.batch(batch_size, drop_remainder=training,
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if config.length_multiple:
+    dataset = dataset.map(lambda batch: trim_padding(batch, config.length_multiple))
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
   options.deterministic = True
   return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def trim_padding(batch: Dict[str, tf.Tensor], multiple: int) -> Dict[str, tf.Tensor]:
+  """Cuts a batch's left padding down to its longest session, rounded up to a multiple.
+
+  Args:
+    batch: `{"items": int [b, max_length] left-padded, ...}`.
+    multiple: the width is the longest session's length rounded up to a multiple of this (at
+      least 1 and at most `max_length`), so that few distinct widths are compiled.
+
+  Returns:
+    The batch with `items` [b, width]: its `width` most recent positions; other keys unchanged.
+  """
+  items = batch["items"]
+  max_length = tf.shape(items)[1]
+  longest = tf.reduce_max(tf.reduce_sum(tf.cast(tf.not_equal(items, 0), tf.int32), axis=1))
+  width = tf.clip_by_value((longest + multiple - 1) // multiple * multiple, 1, max_length)
+  return {**batch, "items": items[:, max_length - width:]}
 
 
 def _shard_by_file(config: InputConfig, num_files: int, num_pipelines: int, split: str,

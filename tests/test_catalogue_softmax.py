@@ -81,6 +81,25 @@ def test_without_xla_too():
     assert _relative_error(grad, reference) < 1e-5
 
 
+@pytest.mark.parametrize("variant", ["attenmixer", "attenmixer_ip"])
+def test_a_batch_cut_to_its_longest_session_trains_alike(variant):
+  """`length_multiple`: the loss and gradients of a batch without its all-padding columns are
+  those of the whole batch, dropout masks included (they are drawn from the session's end)."""
+  options = {} if variant == "attenmixer" else dict(level_selection="earliest")
+  model = _model(**options)
+  batch = _batch(batch_size=24, length=5)
+  whole = {**batch, "items": tf.pad(batch["items"], [[0, 0], [3, 0]])}
+  generators = dropout_generators(model)
+  states = [tf.identity(g.state) for g in generators]
+  loss, grads = model.full_softmax_gradients(whole, model.trainable_variables)
+  for generator, state in zip(generators, states):
+    generator.state.assign(state)
+  cut_loss, cut_grads = model.full_softmax_gradients(batch, model.trainable_variables)
+  np.testing.assert_allclose(cut_loss.numpy(), loss.numpy(), rtol=1e-5)
+  for variable, grad, reference in zip(model.trainable_variables, cut_grads, grads):
+    assert _relative_error(grad, reference) < 1e-5, variable.name
+
+
 def test_the_check_can_fail():
   """Different dropout masks give different gradients: the comparison above is not vacuous."""
   model = _model()

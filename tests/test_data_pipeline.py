@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, requires_shared_data, run_module, shared_data_dir
-from data import examples, registry
+from data import examples, pipeline, registry
 from data.pipeline import InputConfig, make_dataset, training_steps_per_epoch
 from data.prepare import PrepareConfig, prepare
 from data.prepared import PreparedDataset
@@ -127,6 +127,36 @@ def test_evaluation_covers_every_example_once_in_order(synthetic_prepared):
   for batch in make_dataset(synthetic_prepared, "test", config, training=False):
     rows += as_rows(batch)
   assert rows == [(items, target) for items, target in reference_examples(sessions, 20, 1)]
+
+
+@pytest.mark.parametrize("multiple", [1, 2, 4, 7])
+def test_trimmed_batches_keep_every_item_and_their_width_is_the_longest_session(
+    synthetic_prepared, multiple):
+  """`length_multiple`: each batch is cut to its longest session rounded up (at most
+  max_length), and padding the cut batches back gives exactly the untrimmed batches."""
+  config = InputConfig(batch_size=16)
+  full = list(make_dataset(synthetic_prepared, "test", config, training=False))
+  trimmed = list(make_dataset(synthetic_prepared, "test",
+                              InputConfig(batch_size=16, length_multiple=multiple),
+                              training=False))
+  assert len(full) == len(trimmed)
+  widths = set()
+  for whole, cut in zip(full, trimmed):
+    items = np.asarray(whole["items"])
+    longest = int(np.max(np.sum(items != 0, axis=1)))
+    width = min(-(-longest // multiple) * multiple, 20)
+    assert cut["items"].shape == (items.shape[0], width)
+    np.testing.assert_array_equal(np.pad(cut["items"], [(0, 0), (20 - width, 0)]), items)
+    np.testing.assert_array_equal(cut["target"], whole["target"])
+    widths.add(width)
+  assert len(widths) > 1 and all(w % multiple == 0 or w == 20 for w in widths)
+
+
+def test_trim_padding_of_a_batch_without_items_keeps_one_column():
+  batch = {"items": tf.zeros([3, 5], tf.int32), "target": tf.ones([3], tf.int32)}
+  assert pipeline.trim_padding(batch, 2)["items"].shape == (3, 1)
+  with pytest.raises(ValueError, match="length_multiple"):
+    InputConfig(length_multiple=-1)
 
 
 def test_chronological_training_reads_every_example_in_time_order(synthetic_prepared):

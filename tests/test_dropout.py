@@ -60,8 +60,39 @@ def test_under_xla_same_as_eager_and_config_round_trip():
   eager = dropout.keep_mask([5, 6, 7], keys, 0.2)
   compiled = tf.function(lambda k: dropout.keep_mask([5, 6, 7], k, 0.2), jit_compile=True)
   np.testing.assert_array_equal(compiled(keys), eager)
-  layer = dropout.CounterDropout(0.25, name="d")
+  layer = dropout.CounterDropout(0.25, aligned_axis=1, name="d")
   clone = dropout.CounterDropout.from_config(layer.get_config())
-  assert clone.rate == 0.25
+  assert clone.rate == 0.25 and clone.aligned_axis == 1
   with pytest.raises(ValueError, match="noise_shape"):
     dropout.CounterDropout(0.1, noise_shape=[1, 2])
+
+
+@pytest.mark.parametrize("shape,axis", [([64, 20, 256], 1), ([64, 8, 20], 2), ([6, 20, 3, 40], 1)])
+def test_an_aligned_axis_cut_on_the_left_keeps_its_mask(shape, axis):
+  """Positions of left-padded sessions: a batch cut to its longest session (fewer padding
+  columns) gets the same bits on the positions it keeps; the bits still look independent."""
+  keys = tf.constant([12345, 678])
+  whole = dropout.random_bits(shape, keys, aligned_axis=axis).numpy()
+  cut_shape = list(shape)
+  cut_shape[axis] = 7
+  cut = dropout.random_bits(cut_shape, keys, aligned_axis=axis).numpy()
+  np.testing.assert_array_equal(cut, np.take(whole, range(shape[axis] - 7, shape[axis]), axis))
+  assert not np.array_equal(whole, dropout.random_bits(shape, keys).numpy())
+  kept = whole >= dropout.drop_threshold(0.1).numpy()
+  n = kept.size
+  assert abs(kept.mean() - 0.9) < 5 * np.sqrt(0.09 / n)
+  rows = kept.reshape(-1, shape[-1]).astype(np.float32)
+  assert abs(np.corrcoef(rows[:-1].ravel(), rows[1:].ravel())[0, 1]) < 5 / np.sqrt(rows.size)
+  # No two rows share their bits (distinct row indices).
+  assert len({row.tobytes() for row in whole.reshape(-1, shape[-1])}) == n // shape[-1]
+
+
+def test_layer_with_an_aligned_axis_masks_a_cut_batch_alike():
+  layer = dropout.CounterDropout(0.5, aligned_axis=-1)
+  x = tf.random.normal([4, 3, 10])
+  layer(x, training=True)
+  generator = layer._random_generator._generator  # pylint: disable=protected-access
+  state = tf.identity(generator.state)
+  whole = layer(x, training=True).numpy()
+  generator.state.assign(state)
+  np.testing.assert_array_equal(layer(x[:, :, 6:], training=True), whole[:, :, 6:])

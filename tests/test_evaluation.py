@@ -44,3 +44,26 @@ def test_trainer_evaluation_equals_numpy_full_catalogue_ranking(synthetic_prepar
     np.testing.assert_allclose(got[f"ndcg_at_{k}"],
                                np.where(inside, 1 / np.log2(ranks + 1), 0).mean(),
                                atol=1.5 / len(ranks))
+
+
+@pytest.mark.parametrize("variant,expected", [("attenmixer", 2), ("attenmixer_code", 0)])
+def test_batches_are_cut_only_for_a_padding_invariant_model(synthetic_prepared, tmp_path,
+                                                           variant, expected):
+  """The trainer's input cuts padding (`length_multiple`), except for the authors' code
+  variant, whose unmasked attention depends on the padded length."""
+  from trainer.cluster import TaskInfo
+  from trainer.config import build_config
+  from trainer.strategy import create_strategy
+  from trainer.training import Trainer
+  config = build_config("synthetic", variant,
+                        model_overrides={"embedding_dim": 16, "num_heads": 2})
+  assert config.train.length_multiple == 2
+  trainer = Trainer(config, synthetic_prepared, str(tmp_path), create_strategy("mirrored"),
+                    TaskInfo("worker", 0, 1, True))
+  assert trainer.input_config.length_multiple == expected
+  assert trainer.eval_input_config.length_multiple == expected
+  widths = {int(b["items"].shape[1]) for b in trainer._distributed("valid", training=False)}  # pylint: disable=protected-access
+  if expected:
+    assert all(width % expected == 0 and width <= 20 for width in widths)
+  else:
+    assert widths == {20}

@@ -106,6 +106,23 @@ def test_query_tower_projects_summary_and_last_item(variant):
   np.testing.assert_allclose(output, z, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", sorted(tam.VARIANTS))
+def test_cutting_padding_changes_no_output_of_a_padding_invariant_model(variant):
+  """What lets the trainer cut batches to their longest session (`length_multiple`): the query
+  vectors of a batch and of the same batch without its all-padding columns are the same, for
+  every variant that says it is padding invariant; the others do differ (so the check can
+  fail)."""
+  model = make_model(variant)
+  items = batch(np.random.default_rng(5), size=16, length=6)["items"]
+  items[:, :2] = 0  # sessions of at most 4 items in 6 columns
+  assert model.config.padding_invariant == (variant != "attenmixer_code")
+  whole, cut = model.query_tower(items).numpy(), model.query_tower(items[:, 2:]).numpy()
+  if model.config.padding_invariant:
+    np.testing.assert_allclose(cut, whole, rtol=1e-5, atol=1e-6)
+  else:
+    assert np.abs(cut - whole).max() > 1e-3
+
+
 def test_eval_loss_and_ranks_from_exported_towers():
   """compute_loss(training=False) == full softmax over scale * query_model . candidates."""
   rng = np.random.default_rng(1)

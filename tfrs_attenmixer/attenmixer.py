@@ -102,7 +102,7 @@ class AttenMixer(readouts.Readout):
     self.key_projection.build(tf.TensorShape([None, dim]))
     self.value_projection.build(tf.TensorShape([None, dim]))
     self.attention_dropout = dropout_lib.CounterDropout(self.options.attention_dropout,
-                                                        dtype=dtype)
+                                                        aligned_axis=-1, dtype=dtype)
     self.output_norm = (
         tf.keras.layers.LayerNormalization(epsilon=1e-8, dtype=dtype, name="layer_norm")
         if self.options.layer_norm else None)

@@ -196,6 +196,13 @@ class ModelConfig(AttenMixerOptions):
       raise ValueError("ModelConfig: sampled_softmax needs in_batch_negatives or "
                        "num_uniform_negatives > 0.")
 
+  @property
+  def padding_invariant(self) -> bool:
+    """Whether the model's outputs do not depend on the amount of left padding of its input
+    (so batches may be cut to their longest session): true unless the Atten-Mixer readout runs
+    with `mask_level_attention=False`."""
+    return self.readout != "attenmixer" or self.mask_level_attention
+
   def to_dict(self) -> Dict[str, Any]:
     """The options as a plain JSON-serialisable dict."""
     return dataclasses.asdict(self)

@@ -14,6 +14,10 @@ as `tf.keras.layers.Dropout` does; masks of different calls (keys) and of differ
 independent as far as the hash's statistics go (`tests/test_dropout.py` checks rates and
 correlations). Under XLA the mask is fused into the consumer and never stored, and the same mask
 can be recomputed from the keys (the training step does so for the item table's gradient).
+
+With an `aligned_axis` (the positions of a left-padded session), that axis is indexed from its
+end, with a fixed stride of `MAX_ALIGNED` rows (or as the reversed column): a tensor cut on the
+left of that axis, a batch with less padding, then gets the same mask on every element it keeps.
 """
 
 from typing import Optional
@@ -23,6 +27,7 @@ import tensorflow as tf
 _MIX_1 = 0x7FEB352D
 _MIX_2 = 0x846CA68B
 _KEY_MAX = 2**31 - 1
+MAX_ALIGNED = 4096  # the stride of an aligned axis that is not the last: its longest length
 
 
 def _mix(x: tf.Tensor) -> tf.Tensor:
@@ -48,11 +53,23 @@ def rows_random_bits(rows: tf.Tensor, num_cols, keys: tf.Tensor) -> tf.Tensor:
   return _mix(tf.bitwise.bitwise_xor(_mix(row_hash + cols), keys[1]))
 
 
-def random_bits(shape, keys: tf.Tensor) -> tf.Tensor:
-  """uint32 `shape` (int [rank], rank >= 1) of hash bits for the keys int32 [2] (module doc)."""
+def random_bits(shape, keys: tf.Tensor, aligned_axis: Optional[int] = None) -> tf.Tensor:
+  """uint32 `shape` (int [rank], rank >= 1) of hash bits for the keys int32 [2] (module doc).
+
+  `aligned_axis` (in [0, rank)) is indexed from its end (module doc); when it is not the last
+  axis its length must be at most `MAX_ALIGNED`.
+  """
   shape = tf.convert_to_tensor(shape, tf.int32)
-  bits = rows_random_bits(tf.range(tf.reduce_prod(shape[:-1])), shape[-1], keys)
-  return tf.reshape(bits, shape)
+  if aligned_axis is None or aligned_axis == shape.shape[0] - 1:
+    bits = tf.reshape(rows_random_bits(tf.range(tf.reduce_prod(shape[:-1])), shape[-1], keys),
+                      shape)
+    return bits if aligned_axis is None else tf.reverse(bits, [-1])
+  outer, length = tf.reduce_prod(shape[:aligned_axis]), shape[aligned_axis]
+  inner = tf.reduce_prod(shape[aligned_axis + 1:-1])
+  rows = ((tf.range(outer)[:, None, None] * MAX_ALIGNED +
+           (length - 1 - tf.range(length))[None, :, None]) * inner +
+          tf.range(inner)[None, None, :])
+  return tf.reshape(rows_random_bits(tf.reshape(rows, [-1]), shape[-1], keys), shape)
 
 
 def drop_threshold(rate: float) -> tf.Tensor:
@@ -60,9 +77,11 @@ def drop_threshold(rate: float) -> tf.Tensor:
   return tf.constant(min(int(round(rate * 2.0**32)), 2**32 - 1), tf.uint32)
 
 
-def keep_mask(shape, keys: tf.Tensor, rate: float) -> tf.Tensor:
-  """bool `shape`: True where an element is kept (probability 1 - rate)."""
-  return random_bits(shape, keys) >= drop_threshold(rate)
+def keep_mask(shape, keys: tf.Tensor, rate: float,
+              aligned_axis: Optional[int] = None) -> tf.Tensor:
+  """bool `shape`: True where an element is kept (probability 1 - rate); `aligned_axis` as in
+  `random_bits`."""
+  return random_bits(shape, keys, aligned_axis) >= drop_threshold(rate)
 
 
 def apply_mask(inputs: tf.Tensor, keep: tf.Tensor, rate: float) -> tf.Tensor:
@@ -77,13 +96,20 @@ class CounterDropout(tf.keras.layers.Dropout):
 
   Same arguments, same distribution and the same random generator as Keras' layer (so the
   trainer checkpoints it and a resumed run draws the same masks); `noise_shape` is not supported.
+  `aligned_axis` (an axis of the inputs, negative counts from the end) is indexed from its end
+  (module doc): inputs cut on the left of that axis get the same mask on what they keep.
   `draw_keys()` gives the int32 [2] keys of one call, for callers that apply the mask themselves.
   """
 
-  def __init__(self, rate: float, noise_shape=None, seed: Optional[int] = None, **kwargs):
+  def __init__(self, rate: float, noise_shape=None, seed: Optional[int] = None,
+               aligned_axis: Optional[int] = None, **kwargs):
     if noise_shape is not None:
       raise ValueError("CounterDropout does not support noise_shape.")
     super().__init__(rate, seed=seed, **kwargs)
+    self.aligned_axis = aligned_axis
+
+  def get_config(self):
+    return {**super().get_config(), "aligned_axis": self.aligned_axis}
 
   def draw_keys(self) -> tf.Tensor:
     """int32 [2]: fresh keys from the layer's random generator."""
@@ -97,7 +123,10 @@ class CounterDropout(tf.keras.layers.Dropout):
       return tf.identity(inputs)
 
     def dropped():
-      return apply_mask(inputs, keep_mask(tf.shape(inputs), self.draw_keys(), self.rate),
+      axis = self.aligned_axis
+      if axis is not None and axis < 0:
+        axis += inputs.shape.rank
+      return apply_mask(inputs, keep_mask(tf.shape(inputs), self.draw_keys(), self.rate, axis),
                         self.rate)
 
     return tf.__internal__.smart_cond.smart_cond(training, dropped,

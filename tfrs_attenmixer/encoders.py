@@ -54,7 +54,10 @@ class ItemEncoder(tf.keras.layers.Layer):
     self.normalize = normalize
     self.normalize_after_dropout = normalize_after_dropout
     self.supports_masking = True
-    self.state_dropout = dropout_lib.CounterDropout(dropout, dtype=self.dtype_policy)
+    # Positions (nodes) are indexed from the session's end, so that a batch cut to its longest
+    # session draws the same masks (data.pipeline.trim_padding).
+    self.state_dropout = dropout_lib.CounterDropout(dropout, aligned_axis=1,
+                                                    dtype=self.dtype_policy)
 
   def build(self, input_shape=None):
     bound = 1.0 / math.sqrt(self.embedding_dim)  # SR-GNN's initialisation

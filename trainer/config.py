@@ -35,6 +35,11 @@ class TrainConfig:
                          "early.")
   max_length: int = option(InputConfig.max_length, "most recent items of a session prefix fed "
                            "to the model.")
+  length_multiple: int = option(
+      2, "cut each batch's left padding down to its longest session, rounded up to a multiple "
+      "of this, so that batches of short sessions cost less (0: every batch is max_length "
+      "wide). Never for a model whose output depends on the padding "
+      "(`ModelConfig.padding_invariant`).")
   seed: int = option(123, "seed of the weights' initialisation and of the data order.")
   max_steps_per_epoch: int = option(0, "cap on the training steps of an epoch (0: a full pass "
                                     "over the data).")
@@ -77,6 +82,8 @@ class TrainConfig:
     check_choice("mixed_precision", self.mixed_precision, PRECISIONS)
     check_choice("shard_policy", self.shard_policy, SHARD_POLICIES)
     check_choice("train_order", self.train_order, TRAIN_ORDERS)
+    if self.length_multiple < 0:
+      raise ValueError(f"length_multiple must be >= 0, got {self.length_multiple}.")
     for name in ("epochs", "batch_size", "lr_decay_epochs", "patience", "max_length",
                  "checkpoint_every_steps", "eval_batch_size", "shuffle_buffer"):
       if getattr(self, name) < 1:
@@ -110,7 +117,7 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
 VALUES_BEFORE_FIELD: Dict[str, Dict[str, Any]] = {
     "model": {"normalize_after_dropout": False, "initialization": "keras",
               "attention_temperature": "head_dim", "normalize_readout": False},
-    "train": {"train_order": "shuffled", "train_on_valid": False},
+    "train": {"train_order": "shuffled", "train_on_valid": False, "length_multiple": 0},
 }
 
 

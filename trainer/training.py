@@ -134,7 +134,8 @@ class Trainer:
                                     max_length=self.train_config.max_length,
                                     shuffle_buffer=self.train_config.shuffle_buffer,
                                     shard_policy=self.train_config.shard_policy,
-                                    train_order=self.train_config.train_order)
+                                    train_order=self.train_config.train_order,
+                                    length_multiple=self._length_multiple())
     self.eval_input_config = dataclasses.replace(self.input_config,
                                                  batch_size=self.train_config.eval_batch_size)
     self.train_split = ALL_TRAINING if self.train_config.train_on_valid else "train"
@@ -147,6 +148,16 @@ class Trainer:
       raise ValueError(f"batch_size {self.train_config.batch_size} is larger than the training "
                        "data of one input pipeline")
     self._build()
+
+  def _length_multiple(self) -> int:
+    """`length_multiple` of the input, 0 for a model whose output depends on the padding."""
+    multiple = self.train_config.length_multiple
+    if multiple and not self.config.model.padding_invariant:
+      logging.info("length_multiple=%d ignored: this model's output depends on the padding "
+                   "(mask_level_attention=False), so every batch keeps max_length items.",
+                   multiple)
+      return 0
+    return multiple
 
   # ---------------------------------------------------------------------------------------------
   # Construction
