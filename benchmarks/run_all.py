@@ -22,7 +22,7 @@ from data.atomic import atomic_output
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", [], "Run only these benchmarks (input_pipeline, train_step, "
-                  "train_step_diginetica, threads, "
+                  "train_step_diginetica, train_step_length_multiple, threads, "
                   "encoder_cost, evaluation, epoch, epoch_runs, events_import, index_scale, "
                   "serving, soak).")
 flags.DEFINE_bool("render_only", False, "Only render BENCHMARKS.md from benchmarks.json.")
@@ -51,6 +51,12 @@ def benchmarks(run_dir: str):
                                 "--batch_sizes=100,512",
                                 "--variants=default,mixed_precision=bfloat16", "--steps=10",
                                 "--repetitions=3", "--record_as=train_step_diginetica"],
+      # What cutting batches to their longest session (--length_multiple) saves, side by side.
+      "train_step_length_multiple": ["benchmarks.train_step", "--dataset=gowalla",
+                                     "--batch_sizes=100,512",
+                                     "--variants=default,length_multiple=0", "--steps=10",
+                                     "--repetitions=5", "--noparts",
+                                     "--record_as=train_step_length_multiple"],
       # One process per intra_op:inter_op thread setting (~6 min).
       "threads": ["benchmarks.threads", "--dataset=gowalla", "--batch_sizes=100", "--steps=10",
                   "--repetitions=3"],

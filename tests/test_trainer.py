@@ -22,8 +22,11 @@ from conftest import ROOT, run_module
 DATA = ["--dataset=synthetic", "--synthetic_items=300", "--synthetic_sessions=3000",
         "--num_shards=4"]
 # One stage (the full protocol's two are tested on their own below).
+# Batches keep max_length: cut ones (the default --length_multiple) compile once per width, ~5 s
+# a run here; their training is tested in test_catalogue_softmax, test_evaluation and the
+# five-command test of test_events.
 SMALL = [*DATA, "--embedding_dim=32", "--num_heads=4", "--export_indexes=", "--seed=5",
-         "--protocol=selection"]
+         "--protocol=selection", "--length_multiple=0"]
 # No dropout: replicas then differ from a single process only by the order of float sums.
 NO_DROPOUT = ["--dropout=0", "--attention_dropout=0", "--table_dropout=0"]
 
