@@ -9,8 +9,8 @@ step on the input pipeline, `--steps` steps, median of `--repetitions`), then on
 runs: input pipeline, steps, checkpoints every `checkpoint_every_steps`, the progress bar, and
 the evaluation of the validation and test splits. The step is timed after one step at every
 batch width (`benchmarks.step_ops.warmed_iterator`), on the epoch's first batches: their mean
-width (`step_mean_batch_width`) is recorded beside the epoch's. Recorded per precision: the step's and the
-epoch's examples/s and their ratio (`epoch_over_step`), the epoch's training seconds, the
+width (`step_mean_batch_width`) is recorded beside the epoch's. Recorded per precision: the
+step's and the epoch's examples/s and their ratio (`epoch_over_step`), the epoch's training seconds, the
 evaluation's seconds and their ratio (`eval_over_epoch`), and the epoch's validation metrics.
 """
 
