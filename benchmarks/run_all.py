@@ -198,6 +198,17 @@ def step_parts(r) -> Tuple[float, float, List[Part]]:
   return products, update, parts
 
 
+def reachable_ms(r) -> Optional[float]:
+  """The least time a default `benchmarks.train_step` row's step could take without changing
+  the products, the passes over the table or the update: its timed parts (`step_parts`) with the
+  query tower at its own products' floor (`tower_floor_ms`) and no rest; None without a split
+  or a tower floor."""
+  if not _has_parts(r) or "tower_floor_ms" not in r:
+    return None
+  return (r["step_softmax_products_ms"] + r["step_candidate_rows_ms"] +
+          r["step_table_gradient_ms"] + r["step_update_ms"] + r["tower_floor_ms"])
+
+
 def _has_parts(r) -> bool:
   return r.get("variant") == "default" and "step_softmax_products_ms" in r
 
@@ -267,7 +278,7 @@ def training_targets(everything, entry: str = "train_step", dataset: str = "") -
       step = steps.get((variant, batch))
       if step is None:
         continue
-      why, causes = "", ()
+      why, causes, figures = "", (), {}
       beyond = step["step_ms"] - step["floor_ms"]
       if _has_parts(step):
         largest = sorted(step_parts(step)[2], key=lambda part: -part.ms)[:2]
@@ -275,6 +286,13 @@ def training_targets(everything, entry: str = "train_step", dataset: str = "") -
         why = (f"{beyond:.0f} ms beyond the floor's {step['floor_ms']:.0f} ms, most in " +
                "; ".join(f"{part.description.split(' (')[0]} {part.ms:.0f} ms"
                          for part in largest))
+        reach = reachable_ms(step)
+        if reach is not None:
+          figures["reachable_ratio"] = reach / step["floor_ms"]
+          if reach > limit * step["floor_ms"]:
+            why += (f". Out of reach with this floor: the step's parts with the tower at its "
+                    f"own products' time and nothing else beside them take {reach:.0f} ms, "
+                    f"{reach / step['floor_ms']:.2f}x the floor")
       elif variant == bf16 and ("default", batch) in steps:
         why = (f"{beyond:.0f} ms beyond the floor; the float32 split above applies, with "
                "faster products")
@@ -283,7 +301,7 @@ def training_targets(everything, entry: str = "train_step", dataset: str = "") -
           name=f"{dataset}{label} step, batch {batch}: <= {limit}x its floor",
           met=step["ratio"] <= limit,
           figures={"ratio": step["ratio"], "limit": limit, "step_ms": step["step_ms"],
-                   "floor_ms": step["floor_ms"]},
+                   "floor_ms": step["floor_ms"], **figures},
           measured=(f"{step['ratio']:.2f}x ({step['step_ms']:.1f} ms against "
                     f"{step['floor_ms']:.1f} ms)"),
           why=why, causes=causes))

@@ -94,11 +94,9 @@ def warmed_iterator(trainer) -> Tuple[Iterator, List[int]]:
     The iterator, positioned on the first training batch, and the widths compiled.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from data.pipeline import make_dataset  # pylint: disable=g-import-not-at-top
+  from data.pipeline import make_dataset, trimmed_widths  # pylint: disable=g-import-not-at-top
   config = trainer.input_config
-  multiple = config.length_multiple or config.max_length
-  widths = sorted({min(w, config.max_length)
-                   for w in range(multiple, config.max_length + multiple, multiple)})
+  widths = trimmed_widths(config.max_length, config.length_multiple or config.max_length)
 
   def cut(index, batch):
     items = batch["items"]

@@ -20,7 +20,7 @@ many files as pipelines (`shard_policy="auto"` or `"file"`), otherwise every n-t
 chronological training by example, so that the global batches keep the time order.
 """
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 
@@ -106,8 +106,22 @@ def trim_padding(batch: Dict[str, tf.Tensor], multiple: int) -> Dict[str, tf.Ten
   items = batch["items"]
   max_length = tf.shape(items)[1]
   longest = tf.reduce_max(tf.reduce_sum(tf.cast(tf.not_equal(items, 0), tf.int32), axis=1))
-  width = tf.clip_by_value((longest + multiple - 1) // multiple * multiple, 1, max_length)
+  width = trimmed_width(longest, multiple, max_length)
   return {**batch, "items": items[:, max_length - width:]}
+
+
+def trimmed_width(longest, multiple: int, max_length):
+  """The width `trim_padding` cuts a batch to: `longest` (its longest session's length, an int or
+  an int tensor) rounded up to a multiple of `multiple`, clipped to [1, max_length]."""
+  rounded = (longest + multiple - 1) // multiple * multiple
+  if tf.is_tensor(rounded):
+    return tf.clip_by_value(rounded, 1, max_length)
+  return min(max(rounded, 1), max_length)
+
+
+def trimmed_widths(max_length: int, multiple: int) -> List[int]:
+  """Every width `trim_padding` can give batches of `max_length` positions, ascending."""
+  return sorted({trimmed_width(n, multiple, max_length) for n in range(1, max_length + 1)})
 
 
 def _shard_by_file(config: InputConfig, num_files: int, num_pipelines: int, split: str,

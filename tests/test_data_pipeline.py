@@ -150,6 +150,8 @@ def test_trimmed_batches_keep_every_item_and_their_width_is_the_longest_session(
     np.testing.assert_array_equal(cut["target"], whole["target"])
     widths.add(width)
   assert len(widths) > 1 and all(w % multiple == 0 or w == 20 for w in widths)
+  assert widths <= set(pipeline.trimmed_widths(20, multiple))
+  assert pipeline.trimmed_widths(20, 7) == [7, 14, 20]
 
 
 def test_trim_padding_of_a_batch_without_items_keeps_one_column():

@@ -24,8 +24,10 @@ def test_rate_scale_and_independence_over_a_large_table():
   np.testing.assert_allclose(first[kept], 1 / 0.9, rtol=1e-6)
   bound = 5 / np.sqrt(kept.shape[0] * (kept.shape[1] - 1))
   masks = kept.astype(np.float32)
-  for a, b in [(masks[:, :-1], masks[:, 1:]), (masks[:-1], masks[1:]),
-               (masks, (second != 0).astype(np.float32))]:
+  pairs = [(masks, (second != 0).astype(np.float32))]
+  for lag in (1, 2, 3, 8, 16):  # neighbours along each axis
+    pairs += [(masks[:, :-lag], masks[:, lag:]), (masks[:-lag], masks[lag:])]
+  for a, b in pairs:
     assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < bound
   # Every column and every bit of the row index matter: per-column rates are all near 0.9.
   assert np.abs(kept.mean(axis=0) - 0.9).max() < 5 * np.sqrt(0.09 / kept.shape[0])

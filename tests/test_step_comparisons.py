@@ -87,7 +87,7 @@ def test_training_targets_are_judged_from_the_ratios():
   everything = {
       "train_step": {"results": [
           _step("default", 100, 60.0, 40.0, tower_floor_ms=7.0, ratio_with_tower=60.0 / 47.0),
-          _step("default", 512, 130.0, 100.0, **split),
+          _step("default", 512, 130.0, 100.0, tower_floor_ms=20.0, **split),
           _step("mixed_precision=bfloat16", 100, 45.0, 28.0),
           _step("mixed_precision=bfloat16", 512, 140.0, 45.0),
           _step("table_dropout=0", 100, 56.0, 40.0)]},
@@ -121,6 +121,9 @@ def test_training_targets_are_judged_from_the_ratios():
   missed = judged["train_step/step_over_floor/float32/512"]
   assert missed.causes == ("query_tower", "rest")  # 15 and 8 ms; softmax 4, update -2
   assert "30 ms" in missed.why and "15 ms" in missed.why and "8 ms" in missed.why
+  # Its parts with the tower at its products' floor: 64 + 2 + 3 + 38 + 20 = 127 ms > 1.25 x 100.
+  assert missed.figures["reachable_ratio"] == pytest.approx(1.27)
+  assert "Out of reach" in missed.why and "127 ms, 1.27x" in missed.why
   assert judged["train_step/step_over_floor/bfloat16/512"].causes == ()  # no split measured
   # The Diginetica entry has its own keys and no epoch targets.
   diginetica = run_all.training_targets(everything, "train_step_diginetica", "Diginetica: ")

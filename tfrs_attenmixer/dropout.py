@@ -5,15 +5,19 @@ matrix products it masks when the tensor is the item table (N x d elements every
 `CounterDropout` draws two 31-bit keys per call from the same checkpointed random generator and
 hashes each element's position with them instead:
 
-    bits(row, col) = mix(mix(mix(row ^ k0) + col) ^ k1),   keep = bits >= round(rate * 2^32)
+    bits(row, col) = mix(mix(mix(row ^ k0) ^ k1) ^ rotl(col, 20)),
+    keep = bits >= round(rate * 2^32)
 
-with `row` the flat index over all but the last axis, `col` the index in the last axis and `mix`
-the `lowbias32` integer hash (a bijection of 32-bit words with low avalanche bias). Each element
-is kept with probability `1 - rate` (to 2^-32) and kept values are scaled by `1 / (1 - rate)`,
-as `tf.keras.layers.Dropout` does; masks of different calls (keys) and of different elements are
-independent as far as the hash's statistics go (`tests/test_dropout.py` checks rates and
-correlations). Under XLA the mask is fused into the consumer and never stored, and the same mask
-can be recomputed from the keys (the training step does so for the item table's gradient).
+with `row` the flat index over all but the last axis, `col` the index in the last axis, `rotl`
+a left rotation of the 32-bit word (neighbouring columns then differ in high bits: `mix` of
+consecutive words leaves their masks slightly correlated) and `mix` the `lowbias32` integer
+hash (a bijection of 32-bit words with low avalanche bias): two hashes per row, one per
+element. Each element is kept with probability `1 - rate` (to 2^-32) and kept values are scaled
+by `1 / (1 - rate)`, as `tf.keras.layers.Dropout` does; masks of different calls (keys) and of
+different elements are independent as far as the hash's statistics go (`tests/test_dropout.py`
+checks rates and correlations at several distances). Under XLA the mask is fused into the
+consumer and never stored, and the same mask can be recomputed from the keys (the training step
+does so for the item table's gradient).
 
 With an `aligned_axis` (the positions of a left-padded session), that axis is indexed from its
 end, with a fixed stride of `MAX_ALIGNED` rows (or as the reversed column): a tensor cut on the
@@ -48,9 +52,11 @@ def rows_random_bits(rows: tf.Tensor, num_cols, keys: tf.Tensor) -> tf.Tensor:
   of `num_cols`, so a gradient can recompute the mask of a few rows.
   """
   keys = _as_uint32(keys)
-  row_hash = _mix(tf.bitwise.bitwise_xor(_as_uint32(tf.reshape(rows, [-1, 1])), keys[0]))
+  row_hash = _mix(tf.bitwise.bitwise_xor(
+      _mix(tf.bitwise.bitwise_xor(_as_uint32(tf.reshape(rows, [-1, 1])), keys[0])), keys[1]))
   cols = _as_uint32(tf.reshape(tf.range(num_cols), [1, -1]))
-  return _mix(tf.bitwise.bitwise_xor(_mix(row_hash + cols), keys[1]))
+  cols = tf.bitwise.bitwise_or(tf.bitwise.left_shift(cols, 20), tf.bitwise.right_shift(cols, 12))
+  return _mix(tf.bitwise.bitwise_xor(row_hash, cols))
 
 
 def random_bits(shape, keys: tf.Tensor, aligned_axis: Optional[int] = None) -> tf.Tensor:
