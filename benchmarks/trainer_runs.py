@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from absl import logging
 
 from trainer import run_dir as run_dir_lib
+from trainer.config import SPEED_ONLY_FIELDS
 
 CONFIG_ERROR = 2  # `trainer.main`'s exit code for a configuration error
 # Beside a copy of a run's artefacts: Figure 7's test metrics by session length, derived from the
@@ -95,8 +96,10 @@ def _printed_config(args: Tuple[str, ...]) -> str:
 def configuration_changes(folder: str, args: Sequence[str]) -> List[str]:
   """How the run recorded in `folder` (a run folder, or the copy of its artefacts) differs from
   the one `args` train today: empty when it is that run. A finished run trained before a default
-  changed differs in that field."""
-  return run_dir_lib.record_differences(run_dir_lib.read_config(folder), run_record(args))
+  changed differs in that field, unless the field only changes the speed
+  (`trainer.config.SPEED_ONLY_FIELDS`)."""
+  return run_dir_lib.record_differences(run_dir_lib.read_config(folder), run_record(args),
+                                        ignore=SPEED_ONLY_FIELDS)
 
 
 def report_configuration_changes(folder: str, differences: Sequence[str]) -> int:

@@ -287,6 +287,26 @@ def test_a_folder_written_before_an_option_existed_reads_as_what_the_code_did_th
     run_dir_lib.claim(str(tmp_path), record)
 
 
+def test_speed_only_fields_compare_alike_but_a_run_resumes_only_with_its_own(tmp_path):
+  """A finished run compares as the same configuration across `SPEED_ONLY_FIELDS` (its table row
+  and refit use it), while resuming it still needs the values it was started with."""
+  from trainer import run_dir as run_dir_lib  # pylint: disable=import-outside-toplevel
+  from trainer.config import SPEED_ONLY_FIELDS, build_config  # pylint: disable=import-outside-toplevel
+  record = {"experiment": build_config("gowalla").to_dict(), "dataset": "gowalla"}
+  older = json.loads(json.dumps(record))
+  del older["experiment"]["train"]["length_multiple"]  # Written before it existed: 0.
+  older["experiment"]["train"]["checkpoint_every_steps"] = 7
+  assert run_dir_lib.record_differences(older, record) == [
+      "train.checkpoint_every_steps: 7 -> 1000", "train.length_multiple: 0 -> 2"]
+  assert run_dir_lib.record_differences(older, record, ignore=SPEED_ONLY_FIELDS) == []
+  older["experiment"]["model"]["table_dropout"] = 0.0
+  assert run_dir_lib.record_differences(older, record, ignore=SPEED_ONLY_FIELDS) == [
+      "model.table_dropout: 0.0 -> 0.1"]
+  run_dir_lib.write_json(os.path.join(tmp_path, run_dir_lib.CONFIG_FILE), older)
+  with pytest.raises(run_dir_lib.RunDirError, match=r"train.length_multiple: 0 -> 2"):
+    run_dir_lib.claim(str(tmp_path), record)
+
+
 def test_read_only_run_folder_fails_before_training(tmp_path, prepared_dir, tmpfs):
   read_only = tmpfs("ro", "1m", read_only=True)
   started = time.time()

@@ -120,6 +120,12 @@ VALUES_BEFORE_FIELD: Dict[str, Dict[str, Any]] = {
     "train": {"train_order": "shuffled", "train_on_valid": False, "length_multiple": 0},
 }
 
+# Fields that change how fast a run goes, not what it computes (beyond the rounding of its float
+# sums): a finished run compares as the same configuration across them (a selection stage
+# refitted, a run shown in a table), though a run resumes only with the values it started with.
+SPEED_ONLY_FIELDS = ("train.length_multiple", "train.checkpoint_every_steps",
+                     "train.eval_batch_size")
+
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:

@@ -42,6 +42,7 @@ from trainer import paper
 from trainer import run_dir as run_dir_lib
 from trainer import cluster
 from trainer import export_options
+from trainer.config import SPEED_ONLY_FIELDS
 from trainer.export_errors import RecallTargetMissed
 from tfrs_attenmixer import console
 
@@ -120,7 +121,8 @@ def read_selection(folder: str, config) -> Dict[str, Any]:
     stored = run_dir_lib.read_config(folder)
   except run_dir_lib.RunDirError as error:
     raise ValueError(f"--selection_from: {error}") from error
-  differences = run_dir_lib.record_differences(stored, run_record(config))
+  differences = run_dir_lib.record_differences(stored, run_record(config),
+                                               ignore=SPEED_ONLY_FIELDS)
   if differences:
     raise ValueError(f"--selection_from={folder} holds a selection stage of another "
                      f"configuration ({'; '.join(differences)}); pass the same flags as that run")

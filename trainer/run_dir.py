@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from data.atomic import atomic_output
 
@@ -107,11 +107,13 @@ def read_config(run_dir: str) -> Dict[str, Any]:
     return json.load(config_file)
 
 
-def record_differences(stored: Dict[str, Any], record: Dict[str, Any]) -> List[str]:
+def record_differences(stored: Dict[str, Any], record: Dict[str, Any],
+                       ignore: Sequence[str] = ()) -> List[str]:
   """How two run records (`{"experiment", "dataset", ...}`) differ, one "field: a -> b" each.
 
   They are compared as configurations: a field missing from `stored` (written before the field
-  existed) takes the value the code had then (`trainer.config.VALUES_BEFORE_FIELD`).
+  existed) takes the value the code had then (`trainer.config.VALUES_BEFORE_FIELD`). Fields named
+  in `ignore` ("part.name", e.g. `trainer.config.SPEED_ONLY_FIELDS`) are left out.
   """
   from trainer.config import ExperimentConfig  # pylint: disable=g-import-not-at-top
 
@@ -123,7 +125,7 @@ def record_differences(stored: Dict[str, Any], record: Dict[str, Any]) -> List[s
 
   before, after = fields(stored), fields(record)
   return [f"{name}: {before[name]!r} -> {after[name]!r}" for name in sorted(before)
-          if before[name] != after[name]]
+          if before[name] != after[name] and name not in ignore]
 
 
 def check_same_run(run_dir: str, record: Dict[str, Any], what: str = "a run") -> None:
