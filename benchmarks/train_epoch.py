@@ -10,8 +10,9 @@ runs: input pipeline, steps, checkpoints every `checkpoint_every_steps`, the pro
 the evaluation of the validation and test splits. The step is timed after one step at every
 batch width (`benchmarks.step_ops.warmed_iterator`), on the epoch's first batches: their mean
 width (`step_mean_batch_width`) is recorded beside the epoch's. Recorded per precision: the
-step's and the epoch's examples/s and their ratio (`epoch_over_step`), the epoch's training seconds, the
-evaluation's seconds and their ratio (`eval_over_epoch`), and the epoch's validation metrics.
+step's and the epoch's examples/s and their ratio (`epoch_over_step`), the epoch's training
+seconds, the evaluation's seconds and their ratio (`eval_over_epoch`), and the epoch's
+validation metrics.
 """
 
 import dataclasses

@@ -17,7 +17,7 @@ by `1 / (1 - rate)`, as `tf.keras.layers.Dropout` does; masks of different calls
 different elements are independent as far as the hash's statistics go (`tests/test_dropout.py`
 checks rates and correlations at several distances). Under XLA the mask is fused into the
 consumer and never stored, and the same mask can be recomputed from the keys (the training step
-does so for the item table's gradient).
+does so for the item table's sparse rows in its gradient).
 
 With an `aligned_axis` (the positions of a left-padded session), that axis is indexed from its
 end, with a fixed stride of `MAX_ALIGNED` rows (or as the reversed column): a tensor cut on the
