@@ -14,6 +14,8 @@ endif
 
 TRAIN_FLAGS ?=
 PYTEST_FLAGS ?=
+# Test files run on two worker processes (pytest-xdist); TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= 2
 BAZEL_TARGETS ?= //...
 
 .PHONY: install train test bazel-test bench clean
@@ -30,7 +32,7 @@ train: $(STAMP)
 	$(PY) -m trainer.main --dataset=gowalla $(TRAIN_FLAGS)
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_FLAGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_FLAGS)
 
 # Offline Bazel 4.2.3; its flags are in .bazelrc, its interpreter is this checkout's .venv.
 bazel-test: $(STAMP)

@@ -23,7 +23,7 @@ setuptools.setup(
         "pyarrow>=16",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "matplotlib"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "matplotlib"],
         # 2.78 resolves beside tensorflow 2.20 (protobuf < 7, pyarrow < 26); its [gcp] extra
         # adds the Dataflow runner's client libraries.
         "beam": ["apache-beam>=2.78,<2.79"],

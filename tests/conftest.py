@@ -11,6 +11,19 @@ import tfrs_attenmixer  # noqa: F401  (selects Keras 2 before TensorFlow is impo
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The longest files, longest first (`--durations`): `make test` runs files on two workers
+# (pytest-xdist, `--dist loadfile`, which hands out files in collection order), so these start
+# first and no long file is left running alone at the end. Other files keep their order.
+LONGEST_FILES = ("test_trainer.py", "test_reproduce.py", "test_distribution.py", "test_export.py",
+                 "test_catalogue_softmax.py", "test_events.py", "test_data_errors.py",
+                 "test_server.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within files
+
+
 def shared_data_dir():
   """`$ATTENMIXER_DATA_DIR` if it holds the shared datasets, else None."""
   directory = os.environ.get("ATTENMIXER_DATA_DIR")
@@ -41,3 +54,14 @@ def synthetic_prepared(tmp_path_factory):
                          synthetic=registry.SyntheticOptions(num_items=300, num_sessions=3000,
                                                              seed=7))
   return prepare(config, str(tmp_path_factory.mktemp("prepared")))
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tmp_path_factory):
+  """The output folder of `python -m data.prepare` on `trainer_processes.DATA` (the synthetic
+  dataset of the trainer's process tests), prepared once per test module."""
+  from trainer_processes import DATA  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("prepared")
+  result = run_module("data.prepare", *DATA, f"--output_dir={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return out
