@@ -122,8 +122,8 @@ TABLES: Dict[str, Dict[str, Any]] = {
         rows=(GOWALLA_ATTENMIXER,
               row("diginetica_srgnn", "attenmixer", "Atten-Mixer (SR-GNN Diginetica split)",
                   references=("GCE-GNN", "SR-GNN (its paper)")),
-              # Issue 27 point 1: the default fell short of GCE-GNN; the option that one epoch's
-              # validation MRR@20 favoured on this split.
+              # Issue 27 point 1: the default fell short of GCE-GNN; the option whose validation
+              # MRR@20 was higher at epoch 4 of an earlier, stopped full run on this split.
               row("diginetica_srgnn", "attenmixer", "Atten-Mixer, Keras initialisation (SR-GNN "
                   "Diginetica split)", references=("GCE-GNN", "SR-GNN (its paper)"),
                   initialization="keras"),

@@ -10,7 +10,6 @@ import os
 import socket
 
 import numpy as np
-
 import pytest
 
 from trainer_processes import NO_DROPOUT, metrics, train, train_once, weights_of_both
