@@ -466,9 +466,11 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
                              for name in (high, low)])
       within_spread += bool(spread) and abs(gap) < spread[1]["std"]
       if gap < 0:
+        published = _published_gap(results[high], results[low], metric)
         lines.append(f"Disagrees with the paper: {results[high]['label']} {NAMES[metric]} "
                      f"{ours_high['mean']:.2f} < {results[low]['label']} {ours_low['mean']:.2f} "
-                     f"(the paper has it higher), by {-gap:.2f}" + _spread_text(-gap, spread) + ".")
+                     f"(the paper has it higher{published}), by {-gap:.2f}" +
+                     _spread_text(-gap, spread) + ".")
   if spec.get("higher"):
     disagreements = len(lines)
     lines.append(f"{checked - disagreements} of {checked} directions checked agree with the paper "
@@ -490,6 +492,13 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
   return lines
 
 
+def _published_gap(high: Dict[str, Any], low: Dict[str, Any], metric: str) -> str:
+  """" by G" when both rows are compared with the paper's number for `metric`, else ""."""
+  numbers = [next((c["published"].get(metric) for c in row.get("compared_with", ())
+                   if c["label"] == "paper" and c["published"]), None) for row in (high, low)]
+  return "" if None in numbers else f" by {numbers[0] - numbers[1]:.2f}"
+
+
 def _seed_spread(rows: Sequence[Tuple[str, Dict[str, float]]]
                  ) -> Optional[Tuple[str, Dict[str, float]]]:
   """The (label, mean_std) of largest standard deviation among `rows` with several seeds."""
@@ -498,13 +507,16 @@ def _seed_spread(rows: Sequence[Tuple[str, Dict[str, float]]]
 
 
 def _spread_text(gap: float, spread: Optional[Tuple[str, Dict[str, float]]]) -> str:
-  """": below (or above) the standard deviation over seeds of <row> (S, n seeds)", or ""."""
+  """": below (or above) the standard deviation over seeds of <row> (S, n seeds; the gap is
+  G standard deviations)", or "". S is printed to three decimals, so that a gap and a deviation
+  that round alike to two still show which is larger."""
   if not spread:
     return ""
   label, summary = spread
   side = "below" if gap < summary["std"] else "above"
+  ratio = f"; the gap is {gap / summary['std']:.1f} of it" if summary["std"] > 0 else ""
   return (f": {side} the standard deviation over seeds of {label} "
-          f"({summary['std']:.2f}, {summary['n']} seeds)")
+          f"({summary['std']:.3f}, {summary['n']} seeds{ratio})")
 
 
 def against_baseline(results: Dict[str, Dict[str, Any]], baseline: str,

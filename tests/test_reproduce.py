@@ -362,8 +362,8 @@ def test_a_disagreement_is_measured_against_the_seed_spread():
   seeded = {"full": row("Full", 45.9, 46.1), "ablation": row("Ablation", 46.05)}
   (line, summary, within) = runner.notes(spec, seeded)
   assert line == ("Disagrees with the paper: Full HR@20 46.00 < Ablation 46.05 (the paper has it "
-                  "higher), by 0.05: below the standard deviation over seeds of Full (0.14, 2 "
-                  "seeds).")
+                  "higher), by 0.05: below the standard deviation over seeds of Full (0.141, 2 "
+                  "seeds; the gap is 0.4 of it).")
   assert summary.startswith("0 of 1 directions checked agree")
   assert within.startswith("1 of the 1 differences are smaller than the standard deviation")
   agrees = {"full": row("Full", 45.9, 46.1), "ablation": row("Ablation", 45.95)}
@@ -375,6 +375,9 @@ def test_a_disagreement_is_measured_against_the_seed_spread():
   single = {"full": row("Full", 45.9), "ablation": row("Ablation", 46.0)}
   assert runner.notes(spec, single)[0].endswith("(the paper has it higher), by 0.10.")
   assert len(runner.notes(spec, single)) == 2
+  for name, published in (("full", 55.12), ("ablation", 50.2)):
+    single[name]["compared_with"] = [{"label": "paper", "published": {"hr_at_20": published}}]
+  assert runner.notes(spec, single)[0].endswith("(the paper has it higher by 4.92), by 0.10.")
 
 
 def test_options_are_judged_against_the_seed_spread_of_the_default():
