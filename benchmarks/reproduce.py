@@ -452,25 +452,30 @@ def _run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
 def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]:
   """Computed notes: directions of the paper our rows disagree with (and by how much against
   the standard deviation over seeds), how many differences that deviation covers, targets met
-  or missed, and each row against the table's baseline on validation."""
+  or missed, and each row against the table's baseline on validation. Two rows are compared on
+  like numbers: their `honest` ones when both or neither are refits, else (one row's refit is
+  unfinished) both rows' `selected` ones, and the note says so."""
   lines = []
   checked = within_spread = 0
   for high, low in spec.get("higher", ()):
+    alike = results[high].get("honest_is_refit") == results[low].get("honest_is_refit")
+    key = "honest" if alike else "selected"
+    stage = "" if alike else " (selected epochs before the refit: a refit is unfinished)"
     for metric in spec["metrics"]:
-      ours_high, ours_low = results[high]["honest"][metric], results[low]["honest"][metric]
+      ours_high, ours_low = results[high][key][metric], results[low][key][metric]
       if ours_high is None or ours_low is None:
         continue
       checked += 1
       gap = ours_high["mean"] - ours_low["mean"]
-      spread = _seed_spread([(results[name]["label"], results[name]["honest"][metric])
+      spread = _seed_spread([(results[name]["label"], results[name][key][metric])
                              for name in (high, low)])
       within_spread += bool(spread) and abs(gap) < spread[1]["std"]
       if gap < 0:
         published = _published_gap(results[high], results[low], metric)
-        lines.append(f"Disagrees with the paper: {results[high]['label']} {NAMES[metric]} "
-                     f"{ours_high['mean']:.2f} < {results[low]['label']} {ours_low['mean']:.2f} "
-                     f"(the paper has it higher{published}), by {-gap:.2f}" +
-                     _spread_text(-gap, spread) + ".")
+        lines.append(f"Disagrees with the paper{stage}: {results[high]['label']} "
+                     f"{NAMES[metric]} {ours_high['mean']:.2f} < {results[low]['label']} "
+                     f"{ours_low['mean']:.2f} (the paper has it higher{published}), by "
+                     f"{-gap:.2f}" + _spread_text(-gap, spread) + ".")
   if spec.get("higher"):
     disagreements = len(lines)
     lines.append(f"{checked - disagreements} of {checked} directions checked agree with the paper "

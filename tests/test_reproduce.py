@@ -378,6 +378,14 @@ def test_a_disagreement_is_measured_against_the_seed_spread():
   for name, published in (("full", 55.12), ("ablation", 50.2)):
     single[name]["compared_with"] = [{"label": "paper", "published": {"hr_at_20": published}}]
   assert runner.notes(spec, single)[0].endswith("(the paper has it higher by 4.92), by 0.10.")
+  # A refitted row and one whose refit is unfinished: both compared before the refit.
+  refitted = {"full": {**row("Full", 54.3, 54.4), "honest_is_refit": True,
+                       "selected": row("", 50.2, 50.3)["honest"]},
+              "ablation": {**row("Ablation", 50.35), "honest_is_refit": False,
+                           "selected": row("", 50.35)["honest"]}}
+  assert runner.notes(spec, refitted)[0].startswith(
+      "Disagrees with the paper (selected epochs before the refit: a refit is unfinished): Full "
+      "HR@20 50.25 < Ablation 50.35")
 
 
 def test_options_are_judged_against_the_seed_spread_of_the_default():
