@@ -487,7 +487,7 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
     lines += against_baseline(results, spec["baseline"], spec["metrics"])
   for name, label, least in spec.get("targets", ()):
     ours = results[name]
-    reference = next(c["published"] for c in ours["compared_with"] if c["label"] == label)
+    reference = _published(ours, label)
     for metric in spec["metrics"]:
       if ours["honest"][metric] is not None and metric in reference:
         difference = ours["honest"][metric]["mean"] - reference[metric]
@@ -497,10 +497,15 @@ def notes(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]]) -> List[str]
   return lines
 
 
+def _published(result: Dict[str, Any], label: str) -> Optional[Dict[str, float]]:
+  """The published metrics a row is compared with under `label` (e.g. "paper"), or None."""
+  return next((c["published"] for c in result.get("compared_with", ()) if c["label"] == label),
+              None)
+
+
 def _published_gap(high: Dict[str, Any], low: Dict[str, Any], metric: str) -> str:
   """" by G" when both rows are compared with the paper's number for `metric`, else ""."""
-  numbers = [next((c["published"].get(metric) for c in row.get("compared_with", ())
-                   if c["label"] == "paper" and c["published"]), None) for row in (high, low)]
+  numbers = [(_published(row, "paper") or {}).get(metric) for row in (high, low)]
   return "" if None in numbers else f" by {numbers[0] - numbers[1]:.2f}"
 
 
@@ -512,8 +517,8 @@ def _seed_spread(rows: Sequence[Tuple[str, Dict[str, float]]]
 
 
 def _spread_text(gap: float, spread: Optional[Tuple[str, Dict[str, float]]]) -> str:
-  """": below (or above) the standard deviation over seeds of <row> (S, n seeds; the gap is
-  G standard deviations)", or "". S is printed to three decimals, so that a gap and a deviation
+  """": below (or above) the standard deviation over seeds of <row> (S, n seeds; the gap is G
+  of it)", G the gap in standard deviations, or "". S is printed to three decimals, so that a gap and a deviation
   that round alike to two still show which is larger."""
   if not spread:
     return ""
