@@ -4,27 +4,15 @@ and timing calls."""
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
 from data.atomic import atomic_output
-from trainer.hardware import cpu_bf16_features
+from trainer.hardware import cpu_bf16_features, cpu_model
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 BENCHMARKS_FILE = os.path.join(RESULTS_DIR, "benchmarks.json")
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def proc_bytes(path: str, field: str) -> Optional[int]:

@@ -437,7 +437,7 @@ def row_results(table_row: Row, metrics: Sequence[str],
 
 _RUN_FIELDS = ("folder", "seed", "epochs_trained", "selected_epoch", "train_seconds",
                "wall_seconds", "examples_per_second", "test", "valid", "authors_protocol",
-               "peak_rss_bytes", "load_average_max")
+               "peak_rss_bytes", "load_average_max", "cpu")
 
 
 def _run_summary(run: Dict[str, Any]) -> Dict[str, Any]:
@@ -518,8 +518,8 @@ def _seed_spread(rows: Sequence[Tuple[str, Dict[str, float]]]
 
 def _spread_text(gap: float, spread: Optional[Tuple[str, Dict[str, float]]]) -> str:
   """": below (or above) the standard deviation over seeds of <row> (S, n seeds; the gap is G
-  of it)", G the gap in standard deviations, or "". S is printed to three decimals, so that a gap and a deviation
-  that round alike to two still show which is larger."""
+  of it)", G the gap in standard deviations, or "". S is printed to three decimals, so that a gap
+  and a deviation that round alike to two still show which is larger."""
   if not spread:
     return ""
   label, summary = spread
@@ -553,13 +553,27 @@ def against_baseline(results: Dict[str, Dict[str, Any]], baseline: str,
     else:
       verdict = f"worse than {base['label']} on validation by more than {SPEED_TOLERANCE} points"
     run, base_run = result["runs"][0], base["runs"][0]
-    speed = run["examples_per_second"] / base_run["examples_per_second"]
-    loads = [r.get("load_average_max") for r in (run, base_run)]
-    shared = (f"; machine load at their epochs' ends {_load(loads[0])} and {_load(loads[1])}"
-              if any(load is not None for load in loads) else "")
-    lines.append(f"{result['label']}: validation {listed}; {verdict}. Training speed "
-                 f"{speed:.2f}x the default's (examples/s of the two runs{shared}).")
+    lines.append(f"{result['label']}: validation {listed}; {verdict}. "
+                 + _speed_text(run, base_run))
   return lines
+
+
+def _speed_text(run: Dict[str, Any], base_run: Dict[str, Any]) -> str:
+  """A run's training speed as a ratio to the default's, where the two are comparable: only runs
+  whose epochs trained on one CPU model (`cpu` of metrics.json, recorded since the trainer
+  names it) are compared, with that CPU and the machine's load named."""
+  cpus = [r.get("cpu") for r in (run, base_run)]
+  if not all(cpus):
+    return "Training speed not compared: a run's CPU is not recorded."
+  if cpus[0] != cpus[1]:
+    return (f"Training speed not compared: the runs trained on different CPUs ({cpus[0]}; "
+            f"{cpus[1]}).")
+  speed = run["examples_per_second"] / base_run["examples_per_second"]
+  loads = [r.get("load_average_max") for r in (run, base_run)]
+  shared = (f"; machine load at their epochs' ends {_load(loads[0])} and {_load(loads[1])}"
+            if any(load is not None for load in loads) else "")
+  return (f"Training speed {speed:.2f}x the default's (examples/s of the two runs{shared}; CPU "
+          f"{cpus[0]}).")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -762,8 +776,8 @@ def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
   lines += ["", "## Runs", "",
             "| row | run folder | seed | variant | flags | epochs trained | selected epoch "
             "| train s | wall s (last invocation) | examples/s | peak RSS GB (last invocation) "
-            "| load |",
-            "|---|" + "---|" * 11]
+            "| load | CPU |",
+            "|---|" + "---|" * 12]
   for result in results.values():
     row_flags = " ".join(f"--{key}={value}" for key, value in result["flags"].items()) or "—"
     for run in result["runs"]:
@@ -776,10 +790,10 @@ def render(spec: Dict[str, Any], results: Dict[str, Dict[str, Any]],
               f"| {shown_flags} | {shown['epochs_trained']} | {shown['selected_epoch']} "
               f"| {shown['train_seconds']:.0f} | {shown['wall_seconds']:.0f} "
               f"| {shown['examples_per_second']:.0f} | {_gigabytes(shown['peak_rss_bytes'])} "
-              f"| {_load(shown.get('load_average_max'))} |")
+              f"| {_load(shown.get('load_average_max'))} | {shown.get('cpu') or '—'} |")
     if not result["runs"]:
       lines.append(f"| {result['label']} | {result['name']}{_suffix()} | — | {result['variant']} "
-                   f"| {row_flags} | {result['status']} | — | — | — | — | — | — |")
+                   f"| {row_flags} | {result['status']} | — | — | — | — | — | — | — |")
   if extra_lines:
     lines += ["", *extra_lines]
   lines += ["", "## Notes", ""] + [f"- {note}" for note in note_lines]

@@ -1,4 +1,5 @@
-"""`--mixed_precision=auto` picks bfloat16 exactly where the CPU has bfloat16 kernels."""
+"""`--mixed_precision=auto` picks bfloat16 exactly where the CPU has bfloat16 kernels; runs name
+the CPU they trained on."""
 
 import pytest
 
@@ -15,6 +16,7 @@ def test_auto_follows_the_cpu_flags(tmp_path, flags, features, precision):
   cpuinfo = tmp_path / "cpuinfo"
   cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
   assert hardware.cpu_bf16_features(str(cpuinfo)) == features
+  assert hardware.cpu_model(str(cpuinfo)) == "Some CPU"
   assert hardware.resolve_precision("auto", str(cpuinfo)) == precision
   for explicit in ("float32", "bfloat16"):
     assert hardware.resolve_precision(explicit, str(cpuinfo)) == explicit
@@ -23,6 +25,7 @@ def test_auto_follows_the_cpu_flags(tmp_path, flags, features, precision):
 def test_unreadable_cpuinfo_means_float32(tmp_path):
   assert hardware.cpu_bf16_features(str(tmp_path / "missing")) == []
   assert hardware.resolve_precision("auto", str(tmp_path / "missing")) == "float32"
+  assert hardware.cpu_model(str(tmp_path / "missing"))  # the platform's name, or "unknown"
 
 
 def test_the_trainer_accepts_auto():

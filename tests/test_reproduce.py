@@ -188,8 +188,13 @@ def test_options_table_compares_validation_with_the_default_row(folders, table_2
   assert trained["runs"][0]["peak_rss_bytes"] > 100e6  # TensorFlow alone needs more.
   # The machine's load when each epoch's training ended, beside the speeds it qualifies.
   assert trained["runs"][0]["load_average_max"] >= 0
-  assert re.search(r"\(examples/s of the two runs; machine load at their epochs' ends "
-                   r"\d+\.\d and \d+\.\d\)", markdown), markdown
+  # ...and the CPU both trained on, in the note and in the runs table.
+  from trainer.hardware import cpu_model  # pylint: disable=g-import-not-at-top
+  assert trained["runs"][0]["cpu"] == cpu_model()
+  assert re.search(r"machine load at their epochs' ends \d+\.\d and \d+\.\d; CPU "
+                   + re.escape(cpu_model()) + r"\)", markdown), markdown
+  assert re.search(r"^\| no table dropout \(faster step\) \| .* \| "
+                   + re.escape(cpu_model()) + r" \|$", markdown, re.M), markdown
 
 
 def test_metrics_by_length_on_a_handmade_example():
@@ -386,6 +391,22 @@ def test_a_disagreement_is_measured_against_the_seed_spread():
   assert runner.notes(spec, refitted)[0].startswith(
       "Disagrees with the paper (selected epochs before the refit: a refit is unfinished): Full "
       "HR@20 50.25 < Ablation 50.35")
+
+
+def test_speeds_are_compared_only_on_one_cpu():
+  """Two runs' examples/s give a ratio only when their epochs trained on one CPU (named)."""
+  from benchmarks import reproduce  # pylint: disable=g-import-not-at-top
+
+  def run(examples_per_second, cpu):
+    return {"examples_per_second": examples_per_second, "load_average_max": 2.0, "cpu": cpu}
+
+  assert reproduce._speed_text(run(1500.0, "Xeon"), run(1000.0, "Xeon")) == (
+      "Training speed 1.50x the default's (examples/s of the two runs; machine load at their "
+      "epochs' ends 2.0 and 2.0; CPU Xeon).")
+  assert reproduce._speed_text(run(1500.0, "Xeon"), run(1000.0, "EPYC")) == (
+      "Training speed not compared: the runs trained on different CPUs (Xeon; EPYC).")
+  assert reproduce._speed_text(run(1500.0, None), run(1000.0, "EPYC")) == (
+      "Training speed not compared: a run's CPU is not recorded.")
 
 
 def test_options_are_judged_against_the_seed_spread_of_the_default():

@@ -61,6 +61,9 @@ class EpochRecord:
   # own thread count when it ran alone, more when other work shared the cores (its speed then
   # says less about the code).
   load_average: Optional[float] = None
+  # The CPU model the epoch trained on (`hardware.cpu_model`): a resumed run may move between
+  # machines, and a speed is only comparable with one measured on the same CPU.
+  cpu: Optional[str] = None
 
   @property
   def examples_per_second(self) -> float:
@@ -169,9 +172,9 @@ class Trainer:
     # checkpointed and a resumed run draws the same masks as an uninterrupted one.
     tf.keras.backend.experimental.enable_tf_random_generator()
     self.precision = hardware.resolve_precision(cfg.mixed_precision)
-    if cfg.mixed_precision == "auto":
-      logging.info("--mixed_precision=auto: %s (CPU bfloat16 features: %s)", self.precision,
-                   ", ".join(hardware.cpu_bf16_features()) or "none")
+    logging.info("CPU: %s (bfloat16 features: %s), %d cores; precision %s (--mixed_precision=%s)",
+                 hardware.cpu_model(), ", ".join(hardware.cpu_bf16_features()) or "none",
+                 os.cpu_count(), self.precision, cfg.mixed_precision)
     if self.precision == "bfloat16":
       tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     with self.strategy.scope():
@@ -389,7 +392,7 @@ class Trainer:
                            train_seconds=train_seconds,
                            train_examples=(self.steps_per_epoch - start_step) * cfg.batch_size,
                            eval_seconds=time.perf_counter() - started, valid=valid, test=test,
-                           load_average=load_average)
+                           load_average=load_average, cpu=hardware.cpu_model())
       history = self.history + [record]
       if self._best_epoch(history) == record.epoch:
         save_checkpoint(self.best_manager, record.epoch)
@@ -462,6 +465,7 @@ class Trainer:
                                 max(sum(r.train_seconds for r in history), 1e-9)),
         "load_average_max": max((r.load_average for r in history
                                  if r.load_average is not None), default=None),
+        "cpu": "; ".join(dict.fromkeys(r.cpu for r in history if r.cpu)) or None,
     }
     if all(r.test for r in history):
       result["authors_protocol"] = {
