@@ -14,9 +14,10 @@ from trainer import hardware
 ])
 def test_auto_follows_the_cpu_flags(tmp_path, flags, features, precision):
   cpuinfo = tmp_path / "cpuinfo"
-  cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+  cpuinfo.write_text(f"processor\t: 0\ncpu family\t: 23\nmodel\t\t: 1\nmodel name\t: Some CPU\n"
+                     f"flags\t\t: {flags}\n\nprocessor\t: 1\nmodel name\t: Other CPU\n")
   assert hardware.cpu_bf16_features(str(cpuinfo)) == features
-  assert hardware.cpu_model(str(cpuinfo)) == "Some CPU"
+  assert hardware.cpu_model(str(cpuinfo)) == "Some CPU (family 23, model 1)"
   assert hardware.resolve_precision("auto", str(cpuinfo)) == precision
   for explicit in ("float32", "bfloat16"):
     assert hardware.resolve_precision(explicit, str(cpuinfo)) == explicit

@@ -10,16 +10,24 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-  """The CPU's model name (`model name` of `cpuinfo`; the platform's processor string, or
-  "unknown", where that cannot be read)."""
+  """The CPU's model name with its family and model numbers, e.g. "AMD EPYC (family 23, model 1)"
+  (from the first processor of `cpuinfo`; virtual machines often report only a vendor's line name,
+  which the numbers tell apart). The platform's processor string, or "unknown", where `cpuinfo`
+  cannot be read."""
+  fields = {}
   try:
     with open(cpuinfo) as lines:
       for line in lines:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
+        if not line.strip():
+          break  # the end of the first processor's block
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
   except OSError:
     pass
-  return platform.processor() or "unknown"
+  name = fields.get("model name") or platform.processor() or "unknown"
+  if "cpu family" in fields and "model" in fields:
+    return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+  return name
 
 
 def cpu_bf16_features(cpuinfo: str = "/proc/cpuinfo") -> List[str]:
